@@ -1,0 +1,67 @@
+"""``task-sidecar`` / ``python -m sidecar``: command-line options."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from sidecar import __version__
+
+DEFAULT_DB_ENV = "TASK_SIDECAR_DB"
+
+
+def default_db_path() -> str:
+    from platformdirs import user_data_dir
+
+    return os.path.join(user_data_dir("task-sidecar", appauthor=False), "tasks.db")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="task-sidecar",
+        description="Persistent background-task service: JSON-RPC 2.0 over stdio, one message per line.",
+    )
+    p.add_argument("--db", default=os.environ.get(DEFAULT_DB_ENV),
+                   help=f"SQLite database file (env {DEFAULT_DB_ENV}; default: the user data directory)")
+    p.add_argument("--handlers", action="append", default=[], metavar="MODULE",
+                   help="import MODULE to register task handlers (repeatable)")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="global limit of running tasks")
+    p.add_argument("--durability", choices=("normal", "full"), default="normal",
+                   help="SQLite synchronous mode: normal (WAL, fast) or full (fsync every commit)")
+    p.add_argument("--max-message-bytes", type=positive_int, default=8 * 1024 * 1024,
+                   help="longest accepted request line")
+    p.add_argument("--grace-seconds", type=float, default=5.0,
+                   help="how long a cancelled or stopping handler may take before it is abandoned")
+    p.add_argument("--log-level", default="INFO",
+                   choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    p.add_argument("--version", action="version", version=f"task-sidecar {__version__}")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from sidecar.server import Config, Sidecar
+
+    config = Config(
+        db_path=args.db or default_db_path(),
+        handler_modules=args.handlers,
+        concurrency=args.concurrency,
+        durability=args.durability,
+        max_message_bytes=args.max_message_bytes,
+        grace_s=args.grace_seconds,
+    )
+    return Sidecar(config).run()

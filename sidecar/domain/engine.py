@@ -1,0 +1,589 @@
+"""The engine: the one thread that writes the database, and the scheduler that lives in it.
+
+Why one writer: SQLite allows one writer at a time, and the hot path (create, claim, progress,
+complete) is bound by per-transaction cost, not by SQL. So every change is an *op* — a function run
+in this thread — and the loop group-commits every op that is waiting in one transaction
+(one SAVEPOINT each, so one op's failure does not undo its neighbours), then announces the changed
+tasks, resolves the callers' futures, and starts the handlers it claimed. Nothing is announced before
+it is committed.
+
+Handlers run in their own threads and talk back only by posting ops (progress, checkpoint, finish).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import sqlite3
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from sidecar.domain.states import TERMINAL, Status
+from sidecar.errors import (
+    InvalidParams,
+    InvalidTransition,
+    ShuttingDown,
+    SidecarError,
+    StorageError,
+    TaskNotFound,
+)
+from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError
+from sidecar.handlers.registry import HandlerSpec, Registry
+from sidecar.persistence import store
+from sidecar.persistence.store import Task
+
+log = logging.getLogger(__name__)
+
+Op = Callable[["Tx"], Any]
+MAX_BATCH = 2000
+PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress announcements per second per task
+STORAGE_RETRY_S = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Tx:
+    """What an op may do besides SQL: announce changed tasks and defer in-memory effects."""
+
+    __slots__ = ("conn", "now", "announced", "deleted", "after")
+
+    def __init__(self, conn: sqlite3.Connection, now: int) -> None:
+        self.conn = conn
+        self.now = now
+        self.announced: list[Task] = []
+        self.deleted: list[str] = []
+        self.after: list[Callable[[], None]] = []
+
+    def announce(self, row: store.Row) -> Task:
+        task = store.task_from_row(row)
+        self.announced.append(task)
+        return task
+
+    def mark(self) -> tuple[int, int, int]:
+        return len(self.announced), len(self.deleted), len(self.after)
+
+    def undo_to(self, mark: tuple[int, int, int]) -> None:
+        del self.announced[mark[0] :], self.deleted[mark[1] :], self.after[mark[2] :]
+
+
+@dataclass
+class Running:
+    ctx: TaskContext
+    spec: HandlerSpec
+    last_progress: float = 0.0
+    thread: threading.Thread | None = None
+
+
+@dataclass(order=True)
+class _Timer:
+    when: float
+    seq: int
+    op: Op = field(compare=False)
+
+
+@dataclass
+class _Item:
+    op: Op
+    future: Future[Any] | None  # None: posted by a handler; retried after a storage error
+
+
+class Engine:
+    def __init__(
+        self,
+        db_connect: Callable[[], sqlite3.Connection],
+        registry: Registry,
+        *,
+        announce: Callable[[Task], None],
+        announce_deleted: Callable[[list[str]], None],
+        concurrency: int = 4,
+        grace_s: float = 5.0,
+    ) -> None:
+        self._connect = db_connect
+        self._registry = registry
+        self._announce = announce
+        self._announce_deleted = announce_deleted
+        self.concurrency = concurrency
+        self.grace_s = grace_s
+        self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._timers: list[_Timer] = []
+        self._timer_seq = itertools.count()
+        self._running: dict[str, Running] = {}
+        self._claiming = True
+        self._claim_needed = True
+        self._wake_at_ms: int | None = None
+        self._closing = False
+        self._stopped = threading.Event()
+        self._idle = threading.Condition()
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._conn: sqlite3.Connection | None = None
+
+    # ------------------------------------------------------------ public, any thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: Op) -> Future[Any]:
+        """Run ``op`` in the engine's next transaction; the future resolves after the commit."""
+        if self._closing:
+            raise ShuttingDown()
+        future: Future[Any] = Future()
+        self._inbox.put(_Item(op, future))
+        return future
+
+    def post(self, op: Op) -> None:
+        self._inbox.put(_Item(op, None))
+
+    @property
+    def running_ids(self) -> list[str]:
+        return list(self._running)
+
+    def shutdown(self) -> None:
+        """Stop claiming, signal running handlers, wait the grace period, requeue what is left."""
+        if self._closing:
+            return
+        self.submit(self._op_begin_shutdown).result()
+        self._closing = True
+        deadline = time.monotonic() + self.grace_s
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+        future: Future[Any] = Future()
+        self._inbox.put(_Item(self._op_requeue_running, future))
+        future.result()
+        self._inbox.put(_Item(self._op_stop, None))
+        self._stopped.wait()
+        self._thread.join(timeout=5)
+
+    # ------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        self._conn = self._connect()
+        try:
+            while not self._stopped.is_set():
+                items = self._next_items()
+                self._run(items)
+        except Exception:  # pragma: no cover - a bug; make it loud
+            log.critical("engine loop crashed:\n%s", traceback.format_exc())
+            raise
+        finally:
+            self._stopped.set()
+
+    def _timeout(self) -> float | None:
+        when: list[float] = []
+        if self._timers:
+            when.append(self._timers[0].when - time.monotonic())
+        if self._claiming and len(self._running) < self.concurrency:
+            if self._claim_needed:
+                return 0.0
+            if self._wake_at_ms is not None:
+                when.append((self._wake_at_ms - now_ms()) / 1000.0)
+        if not when:
+            return None
+        return max(0.0, min(when))
+
+    def _next_items(self) -> list[_Item]:
+        items: list[_Item] = []
+        timeout = self._timeout()
+        try:
+            if timeout is None:
+                items.append(self._inbox.get())
+            elif timeout > 0:
+                items.append(self._inbox.get(timeout=timeout))
+        except queue.Empty:
+            pass
+        while len(items) < MAX_BATCH:
+            try:
+                items.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        mono = time.monotonic()
+        while self._timers and self._timers[0].when <= mono:
+            items.append(_Item(heapq.heappop(self._timers).op, None))
+        if self._wake_at_ms is not None and self._wake_at_ms <= now_ms():
+            self._wake_at_ms = None
+            self._claim_needed = True
+        return items
+
+    def _run(self, items: list[_Item]) -> None:
+        conn = self._conn
+        assert conn is not None
+        claim = self._claiming and self._claim_needed and len(self._running) < self.concurrency
+        if not items and not claim:
+            return
+        tx = Tx(conn, now_ms())
+        outcomes: list[tuple[_Item, bool, Any]] = []
+        claimed: list[Running] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in items:
+                mark = tx.mark()
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = item.op(tx)
+                except sqlite3.Error:
+                    raise
+                except Exception as exc:  # the op refused (SidecarError) or has a bug
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    tx.undo_to(mark)
+                    if not isinstance(exc, SidecarError):
+                        log.error("op failed:\n%s", traceback.format_exc())
+                    outcomes.append((item, False, exc))
+                    continue
+                conn.execute("RELEASE op")
+                outcomes.append((item, True, value))
+            if self._claiming and (self._claim_needed or claim):
+                claimed = self._claim(tx)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._storage_failure(conn, items, claimed, exc)
+            return
+        for task in tx.announced:
+            self._announce(task)
+        if tx.deleted:
+            self._announce_deleted(tx.deleted)
+        for effect in tx.after:
+            effect()
+        for item, ok, value in outcomes:
+            if item.future is not None:
+                if ok:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(value)
+        for running in claimed:
+            self._start_handler(running)
+
+    def _storage_failure(
+        self, conn: sqlite3.Connection, items: list[_Item], claimed: list[Running], exc: sqlite3.Error
+    ) -> None:
+        log.error("storage error, transaction rolled back: %s", exc)
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        for running in claimed:
+            self._running.pop(running.ctx.id, None)
+        error = StorageError(str(exc))
+        for item in items:
+            if item.future is not None:
+                item.future.set_exception(error)
+            else:  # a handler's report (finish, progress): never drop it, try again
+                self._add_timer(STORAGE_RETRY_S, item.op)
+        self._claim_needed = True
+        self._add_timer(STORAGE_RETRY_S, lambda tx: None)  # wake to retry claiming later
+
+    def _add_timer(self, delay_s: float, op: Op) -> None:
+        heapq.heappush(self._timers, _Timer(time.monotonic() + delay_s, next(self._timer_seq), op))
+
+    # ------------------------------------------------------------ scheduling
+
+    def _eligible_types(self) -> list[str]:
+        counts: dict[str, int] = {}
+        for running in self._running.values():
+            counts[running.spec.type] = counts.get(running.spec.type, 0) + 1
+        return [
+            spec.type
+            for spec in self._registry
+            if spec.concurrency is None or counts.get(spec.type, 0) < spec.concurrency
+        ]
+
+    def _claim(self, tx: Tx) -> list[Running]:
+        claimed: list[Running] = []
+        self._claim_needed = False
+        while len(self._running) < self.concurrency:
+            types = self._eligible_types()
+            row = store.claim(tx.conn, types, tx.now)
+            if row is None:
+                self._wake_at_ms = store.next_run_at(tx.conn, types, tx.now)
+                break
+            task = tx.announce(row[:-1])
+            spec = self._registry.get(task["type"])
+            assert spec is not None
+            checkpoint = row[-1]
+            ctx = TaskContext(
+                task_id=task["id"],
+                type=task["type"],
+                details=task["details"],
+                attempt=task["attempt"],
+                max_attempts=task["maxAttempts"],
+                state=store.orjson.loads(checkpoint) if checkpoint is not None else None,
+                on_progress=self._on_progress,
+                on_checkpoint=self._on_checkpoint,
+            )
+            running = Running(ctx, spec)
+            self._running[ctx.id] = running
+            claimed.append(running)
+        else:
+            self._claim_needed = True  # slots ran out; look again when one frees
+        return claimed
+
+    def _start_handler(self, running: Running) -> None:
+        spec = running.spec
+        if spec.timeout_s:
+            self._add_timer(spec.timeout_s, partial(self._op_timeout, running.ctx))
+        running.thread = threading.Thread(
+            target=self._execute, args=(running,), name=f"task-{running.ctx.id[:8]}", daemon=True
+        )
+        running.thread.start()
+
+    def _execute(self, running: Running) -> None:
+        ctx = running.ctx
+        outcome: tuple[Any, ...]
+        try:
+            outcome = ("ok", running.spec.fn(ctx))
+        except TaskCancelled:
+            outcome = ("stopped",)
+        except TaskError as exc:
+            outcome = ("error", str(exc) or type(exc).__name__, exc.retryable)
+        except Exception as exc:
+            log.info("task %s (%s) raised:\n%s", ctx.id, ctx.type, traceback.format_exc())
+            outcome = ("error", f"{type(exc).__name__}: {exc}", True)
+        self.post(partial(self._op_finish, ctx, outcome))
+
+    def _backoff_ms(self, spec: HandlerSpec, attempt: int) -> int:
+        delay = min(spec.retry_max_s, spec.retry_base_s * (2 ** max(0, attempt - 1)))
+        return int(delay * random.uniform(0.8, 1.2) * 1000)
+
+    # ------------------------------------------------------------ handler reports (ops)
+
+    def _on_progress(self, ctx: TaskContext) -> None:
+        self.post(partial(self._op_progress, ctx))
+
+    def _on_checkpoint(self, ctx: TaskContext, state: Any) -> None:
+        self.post(partial(self._op_checkpoint, ctx, store.dumps(state)))
+
+    def _current(self, ctx: TaskContext) -> Running | None:
+        running = self._running.get(ctx.id)
+        return running if running is not None and running.ctx is ctx else None
+
+    def _op_progress(self, ctx: TaskContext, tx: Tx) -> None:
+        running = self._current(ctx)
+        if running is None or ctx.abandoned:
+            ctx.take_progress()
+            return
+        wait = running.last_progress + PROGRESS_INTERVAL_S - time.monotonic()
+        if wait > 0:  # coalesce: come back when the interval is over, write the latest then
+            self._add_timer(wait, partial(self._op_progress, ctx))
+            return
+        pending = ctx.take_progress()
+        if pending is None:
+            return
+        row = store.set_progress(tx.conn, ctx.id, pending[0], pending[1], tx.now)
+        if row is not None:
+            running.last_progress = time.monotonic()
+            tx.announce(row)
+
+    def _op_checkpoint(self, ctx: TaskContext, state_json: str, tx: Tx) -> None:
+        if self._current(ctx) is not None and not ctx.abandoned:
+            store.set_checkpoint(tx.conn, ctx.id, state_json)
+
+    def _op_timeout(self, ctx: TaskContext, tx: Tx) -> None:
+        if self._current(ctx) is not None:
+            ctx.request_stop("timeout")
+            self._add_timer(self.grace_s, partial(self._op_abandon, ctx))
+
+    def _op_abandon(self, ctx: TaskContext, tx: Tx) -> None:
+        """A handler that ignored its stop signal for the grace period: free its slot."""
+        if self._current(ctx) is None:
+            return
+        log.warning("task %s did not stop within %.1fs of %s; abandoning it", ctx.id, self.grace_s, ctx.stop_reason)
+        self._op_finish(ctx, ("stopped",), tx)
+        ctx.abandoned = True
+
+    def _op_finish(self, ctx: TaskContext, outcome: tuple[Any, ...], tx: Tx) -> None:
+        running = self._current(ctx)
+        if running is None or ctx.abandoned:
+            return
+        spec = running.spec
+        row: store.Row | None = None
+        pending = ctx.take_progress()
+        extra: dict[str, Any] = {}
+        if pending is not None:
+            extra = {"progress": pending[0], "message": pending[1]}
+        kind = outcome[0]
+        if kind == "error" and ctx.stop_reason is not None:
+            kind = "stopped"  # failing because we asked it to stop is stopping
+        if kind == "ok":
+            try:
+                result_json = store.dumps(outcome[1])
+            except TypeError as exc:
+                kind, outcome = "error", ("error", f"result is not JSON: {exc}", False)
+            else:
+                row = store.transition(
+                    tx.conn, ctx.id, Status.COMPLETED, tx.now,
+                    progress=100, result=result_json, error=None, completed_at=tx.now,
+                    **({"message": pending[1]} if pending is not None else {}),
+                )
+        if kind == "stopped":
+            reason = ctx.stop_reason or "cancel"
+            if reason == "timeout":
+                kind, outcome = "error", ("error", f"timed out after {spec.timeout_s:g}s", True)
+            elif reason == "shutdown":
+                row = store.transition(tx.conn, ctx.id, Status.QUEUED, tx.now, run_at=tx.now, **extra)
+            elif reason == "pause":
+                row = store.transition(tx.conn, ctx.id, Status.PAUSED, tx.now, **extra)
+            else:
+                row = store.transition(
+                    tx.conn, ctx.id, Status.CANCELLED, tx.now, completed_at=tx.now, **extra
+                )
+        if kind == "error":
+            text, retryable = outcome[1], outcome[2]
+            if retryable and ctx.attempt < ctx.max_attempts:
+                row = store.transition(
+                    tx.conn, ctx.id, Status.QUEUED, tx.now,
+                    error=text, run_at=tx.now + self._backoff_ms(spec, ctx.attempt), **extra,
+                )
+            else:
+                row = store.transition(
+                    tx.conn, ctx.id, Status.FAILED, tx.now, error=text, completed_at=tx.now, **extra
+                )
+        if row is not None:
+            tx.announce(row)
+        else:  # the row moved under us (cannot happen with one writer); say so, free the slot
+            log.error("task %s: could not record outcome %s", ctx.id, kind)
+        tx.after.append(partial(self._release, ctx.id, ctx))
+
+    def _release(self, task_id: str, ctx: TaskContext) -> None:
+        running = self._running.get(task_id)
+        if running is not None and running.ctx is ctx:
+            del self._running[task_id]
+        self._claim_needed = True
+        with self._idle:
+            self._idle.notify_all()
+
+    # ------------------------------------------------------------ lifecycle ops
+
+    def _op_begin_shutdown(self, tx: Tx) -> None:
+        self._claiming = False
+        for running in self._running.values():
+            running.ctx.request_stop("shutdown")
+
+    def _op_requeue_running(self, tx: Tx) -> int:
+        count = 0
+        for task_id, running in list(self._running.items()):
+            running.ctx.abandoned = True
+            row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now, run_at=tx.now)
+            if row is not None:
+                tx.announce(row)
+                count += 1
+        self._running.clear()
+        return count
+
+    def _op_stop(self, tx: Tx) -> None:
+        tx.after.append(self._stopped.set)
+
+    # ------------------------------------------------------------ commands (called via submit)
+
+    def create(self, tx: Tx, item: dict[str, Any], field_prefix: str = "") -> Task:
+        key = item.get("idempotencyKey")
+        if key is not None:
+            existing = store.find_by_idempotency_key(tx.conn, key)
+            if existing is not None:
+                return store.task_from_row(existing)
+        parent_id = item.get("parentId")
+        if parent_id is not None:
+            parent = store.get(tx.conn, parent_id)
+            if parent is None:
+                raise InvalidParams(f"{field_prefix}parentId", f"no task with id {parent_id!r}")
+            if store.row_status(parent) in TERMINAL:
+                raise InvalidTransition(
+                    parent_id, store.row_status(parent), "parent",
+                    f"a {store.row_status(parent)} task takes no new children",
+                )
+        spec = self._registry.get(item["type"])
+        assert spec is not None
+        run_at = item.get("runAt")
+        row = store.insert(
+            tx.conn,
+            task_id=str(uuid.uuid4()),
+            type=item["type"],
+            status=Status.QUEUED,
+            parent_id=parent_id,
+            details_json=store.dumps(item.get("details", {})),
+            priority=item.get("priority", 0),
+            max_attempts=item.get("maxAttempts", spec.max_attempts),
+            run_at=run_at if run_at is not None else tx.now,
+            idempotency_key=key,
+            now=tx.now,
+        )
+        self._claim_needed = True
+        return tx.announce(row)
+
+    def create_many(self, tx: Tx, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"tasks": [self.create(tx, item, f"tasks[{i}].") for i, item in enumerate(items)]}
+
+    def _get_row(self, tx: Tx, task_id: str) -> store.Row:
+        row = store.get(tx.conn, task_id)
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row
+
+    def cancel(self, tx: Tx, task_id: str) -> Task:
+        row = self._get_row(tx, task_id)
+        status = store.row_status(row)
+        running = self._running.get(task_id)
+        if status == Status.RUNNING and running is not None:
+            ctx = running.ctx
+            if ctx.stop_reason is None:
+                tx.after.append(partial(ctx.request_stop, "cancel"))
+                self._add_timer(self.grace_s, partial(self._op_abandon, ctx))
+                row = store.set_message(tx.conn, task_id, "cancelling", tx.now) or row
+                return tx.announce(row)
+            return store.task_from_row(row)
+        new = store.transition(tx.conn, task_id, Status.CANCELLED, tx.now, completed_at=tx.now)
+        if new is None:
+            raise InvalidTransition(task_id, status, Status.CANCELLED)
+        return tx.announce(new)
+
+    def retry(self, tx: Tx, task_id: str) -> Task:
+        row = self._get_row(tx, task_id)
+        status = store.row_status(row)
+        if status not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(task_id, status, Status.QUEUED, "only FAILED or CANCELLED tasks can be retried")
+        new = store.transition(
+            tx.conn, task_id, Status.QUEUED, tx.now,
+            attempt=0, error=None, result=None, progress=0, message=None,
+            run_at=tx.now, started_at=None, completed_at=None,
+        )
+        assert new is not None
+        self._claim_needed = True
+        return tx.announce(new)
+
+    def delete(self, tx: Tx, task_id: str) -> dict[str, int]:
+        row = self._get_row(tx, task_id)
+        status = store.row_status(row)
+        if status not in TERMINAL:
+            raise InvalidTransition(task_id, status, "DELETED", "only finished tasks can be deleted")
+        ids = [r[0] for r in tx.conn.execute(_SUBTREE_IDS, (task_id,))]
+        store.delete(tx.conn, task_id)
+        tx.deleted.extend(ids)
+        return {"deleted": len(ids)}
+
+    def prune(self, tx: Tx, older_than_ms: int, statuses: list[str]) -> dict[str, int]:
+        cutoff = tx.now - older_than_ms
+        deleted: list[str] = []
+        while True:
+            ids = store.prune(tx.conn, statuses, cutoff)
+            deleted.extend(ids)
+            if len(ids) < 5000:
+                break
+        tx.deleted.extend(deleted)
+        return {"deleted": len(deleted)}
+
+
+_SUBTREE_IDS = (
+    'WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL '
+    'SELECT t."id" FROM "tasks" t JOIN sub ON t."parent_id" = sub.id) SELECT id FROM sub'
+)

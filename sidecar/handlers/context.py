@@ -1,0 +1,102 @@
+"""What a running handler sees: its task, progress and checkpoint reporting, cancellation."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class TaskError(Exception):
+    """A handler failure with an explicit retry decision (plain exceptions are retryable)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class TaskCancelled(Exception):
+    """Raised inside a handler by :meth:`TaskContext.raise_if_cancelled` once a stop was asked."""
+
+
+class TaskContext:
+    """Handed to a handler. Thread-safe: the handler runs in its own thread.
+
+    ``progress`` and ``checkpoint`` only record the latest value and wake the engine; the engine
+    coalesces progress writes (about 10 per second per task) and commits before announcing.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        type: str,
+        details: dict[str, Any],
+        attempt: int,
+        max_attempts: int,
+        state: Any,
+        on_progress: Callable[["TaskContext"], None],
+        on_checkpoint: Callable[["TaskContext", Any], None],
+    ) -> None:
+        self.id = task_id
+        self.type = type
+        self.details = details
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self._state = state
+        self._on_progress = on_progress
+        self._on_checkpoint = on_checkpoint
+        self._stop = threading.Event()
+        self.stop_reason: str | None = None  # "cancel", "pause", "shutdown", "timeout"
+        self._lock = threading.Lock()
+        self._pending_progress: tuple[float, str | None] | None = None
+        self._progress_posted = False
+        self.abandoned = False
+
+    # ------------------------------------------------------------ for handlers
+
+    @property
+    def state(self) -> Any:
+        """The last checkpoint saved by this task (by an earlier attempt too), or None."""
+        return self._state
+
+    def progress(self, percent: float, message: str | None = None) -> None:
+        percent = min(100.0, max(0.0, float(percent)))
+        with self._lock:
+            self._pending_progress = (percent, message)
+            if self._progress_posted:
+                return
+            self._progress_posted = True
+        self._on_progress(self)
+
+    def checkpoint(self, state: Any) -> None:
+        """Persist ``state`` so a re-run (after a crash, pause or retry) can resume from it."""
+        self._state = state
+        self._on_checkpoint(self, state)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the task should stop (cancel, pause, shutdown or timeout)."""
+        return self._stop.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._stop.is_set():
+            raise TaskCancelled(self.stop_reason or "cancelled")
+
+    def sleep(self, seconds: float) -> None:
+        """Wait up to ``seconds``; raises :class:`TaskCancelled` as soon as a stop is asked."""
+        if self._stop.wait(max(0.0, seconds)):
+            raise TaskCancelled(self.stop_reason or "cancelled")
+
+    # ------------------------------------------------------------ for the engine
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            self._stop.set()
+
+    def take_progress(self) -> tuple[float, str | None] | None:
+        with self._lock:
+            pending, self._pending_progress = self._pending_progress, None
+            self._progress_posted = False
+            return pending

@@ -1,0 +1,100 @@
+"""The handler registry and the ``@handler`` decorator."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from sidecar.handlers.context import TaskContext
+
+HandlerFn = Callable[[TaskContext], Any]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    type: str
+    fn: HandlerFn
+    concurrency: int | None = None  # per-type limit; None: only the global limit applies
+    max_attempts: int = 3
+    timeout_s: float | None = None
+    details_schema: dict[str, Any] | None = None
+    retry_base_s: float = 0.5
+    retry_max_s: float = 30.0
+    validator: Draft202012Validator | None = field(default=None, compare=False, repr=False)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "concurrency": self.concurrency,
+            "maxAttempts": self.max_attempts,
+            "timeoutS": self.timeout_s,
+            "detailsSchema": self.details_schema,
+        }
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+
+    def register(self, spec: HandlerSpec) -> HandlerSpec:
+        if spec.details_schema is not None and spec.validator is None:
+            Draft202012Validator.check_schema(spec.details_schema)
+            spec = HandlerSpec(
+                **{**spec.__dict__, "validator": Draft202012Validator(spec.details_schema)}
+            )
+        self._specs[spec.type] = spec
+        return spec
+
+    def get(self, type: str) -> HandlerSpec | None:
+        return self._specs.get(type)
+
+    def types(self) -> list[str]:
+        return list(self._specs)
+
+    def __iter__(self) -> Iterator[HandlerSpec]:
+        return iter(self._specs.values())
+
+    def __contains__(self, type: object) -> bool:
+        return type in self._specs
+
+    def handler(
+        self,
+        type: str,
+        *,
+        concurrency: int | None = None,
+        max_attempts: int = 3,
+        timeout_s: float | None = None,
+        details_schema: dict[str, Any] | None = None,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> Callable[[HandlerFn], HandlerFn]:
+        def register(fn: HandlerFn) -> HandlerFn:
+            self.register(
+                HandlerSpec(
+                    type=type,
+                    fn=fn,
+                    concurrency=concurrency,
+                    max_attempts=max_attempts,
+                    timeout_s=timeout_s,
+                    details_schema=details_schema,
+                    retry_base_s=retry_base_s,
+                    retry_max_s=retry_max_s,
+                )
+            )
+            return fn
+
+        return register
+
+
+default_registry = Registry()
+handler = default_registry.handler
+
+
+def load_modules(names: list[str]) -> None:
+    """Import the app's handler modules (``--handlers``); they register into the default registry."""
+    for name in names:
+        importlib.import_module(name)

@@ -1,0 +1,197 @@
+"""The method table: every protocol method with its params schema and what it does.
+
+Reads (get, list, stats) run on the reader thread's own connection (WAL readers never wait for the
+writer); writes are ops submitted to the engine and answered after its commit.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.domain.states import TERMINAL, Status
+from sidecar.errors import (
+    INVALID_TRANSITION,
+    SHUTTING_DOWN,
+    STORAGE_ERROR,
+    TASK_NOT_FOUND,
+    UNKNOWN_TASK_TYPE,
+    InvalidParams,
+    TaskNotFound,
+    UnknownTaskType,
+)
+from sidecar.persistence import store
+from sidecar.protocol import MethodSpec, check
+
+if TYPE_CHECKING:
+    from sidecar.server import Sidecar
+
+ID = {"type": "string", "minLength": 1, "maxLength": 200}
+STATUS = {"enum": [s.value for s in Status]}
+TERMINAL_STATUS = {"enum": sorted(s.value for s in TERMINAL)}
+CREATE_ITEM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"type": "string", "minLength": 1, "maxLength": 200},
+        "details": {"type": "object"},
+        "parentId": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+        "priority": {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
+        "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "runAt": {"type": "integer", "minimum": 0, "maximum": 253_402_300_799_999},
+        "idempotencyKey": {"type": ["string", "null"], "minLength": 1, "maxLength": 500},
+    },
+    "required": ["type"],
+    "additionalProperties": False,
+}
+TASK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "status": STATUS,
+        "parentId": {"type": ["string", "null"]},
+        "progress": {"type": "number", "minimum": 0, "maximum": 100},
+        "message": {"type": ["string", "null"]},
+        "details": {"type": "object"},
+        "result": {},
+        "error": {"type": ["string", "null"]},
+        "priority": {"type": "integer"},
+        "attempt": {"type": "integer"},
+        "maxAttempts": {"type": "integer"},
+        "runAt": {"type": "integer"},
+        "idempotencyKey": {"type": ["string", "null"]},
+        "createdAt": {"type": "integer"},
+        "updatedAt": {"type": "integer"},
+        "startedAt": {"type": ["integer", "null"]},
+        "completedAt": {"type": ["integer", "null"]},
+        "version": {"type": "integer"},
+    },
+    "required": list(store._FIELD_NAMES),
+}
+
+
+def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(required),
+        "additionalProperties": False,
+    }
+
+
+def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
+    engine = sidecar.engine
+    registry = sidecar.registry
+
+    def write(op: Any) -> Any:
+        return engine.submit(op)
+
+    def check_create(item: dict[str, Any], prefix: str = "") -> None:
+        spec = registry.get(item["type"])
+        if spec is None:
+            raise UnknownTaskType(item["type"], f"{prefix}type")
+        if spec.validator is not None:
+            check(spec.validator, item.get("details", {}), f"{prefix}details")
+
+    def create(p: dict[str, Any]) -> Any:
+        check_create(p)
+        return write(lambda tx: engine.create(tx, p))
+
+    def create_many(p: dict[str, Any]) -> Any:
+        items = p["tasks"]
+        for i, item in enumerate(items):
+            check_create(item, f"tasks[{i}].")
+        return write(lambda tx: engine.create_many(tx, items))
+
+    def get(p: dict[str, Any]) -> Any:
+        row = store.get(sidecar.read_conn(), p["id"])
+        if row is None:
+            raise TaskNotFound(p["id"])
+        return store.task_from_row(row)
+
+    def list_(p: dict[str, Any]) -> Any:
+        after = None
+        if p.get("cursor") is not None:
+            after = sidecar.cursors.parse(p["cursor"])
+            if after is None:
+                raise InvalidParams("cursor", "was not issued by this sidecar")
+        rows, last = store.list_tasks(
+            sidecar.read_conn(),
+            statuses=p.get("status"),
+            types=p.get("type"),
+            parent_id=p.get("parentId"),
+            limit=p.get("limit", 50),
+            after=after,
+        )
+        return {
+            "tasks": [store.task_from_row(r) for r in rows],
+            "nextCursor": sidecar.cursors.issue(*last) if last else None,
+        }
+
+    def stats(p: dict[str, Any]) -> Any:
+        return store.stats(sidecar.read_conn())
+
+    def info(p: dict[str, Any]) -> Any:
+        return {
+            "version": __version__,
+            "protocolVersion": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "dbPath": sidecar.db_path,
+            "concurrency": engine.concurrency,
+            "handlers": [spec.describe() for spec in registry],
+        }
+
+    def shutdown(p: dict[str, Any]) -> Any:
+        sidecar.request_stop("system.shutdown")
+        return None
+
+    id_param = _obj({"id": ID}, ("id",))
+    task_result = {"$ref": "#/components/schemas/Task"}
+    return [
+        MethodSpec("system.ping", "Liveness check.", lambda p: "pong", result={"const": "pong"}),
+        MethodSpec("system.info", "Version, database path and the registered handlers.", info,
+                   result={"type": "object"}),
+        MethodSpec("system.shutdown", "Answer, then stop gracefully (running tasks are requeued).",
+                   shutdown, result={"type": "null"}),
+        MethodSpec("tasks.create", "Create one task.", create, params=CREATE_ITEM, result=task_result,
+                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, SHUTTING_DOWN, STORAGE_ERROR)),
+        MethodSpec("tasks.createMany", "Create many tasks in one transaction (all or nothing).",
+                   create_many,
+                   params=_obj({"tasks": {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                          "items": CREATE_ITEM}}, ("tasks",)),
+                   result=_obj({"tasks": {"type": "array", "items": task_result}}),
+                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, SHUTTING_DOWN, STORAGE_ERROR)),
+        MethodSpec("tasks.get", "One task by id.", get, params=id_param, result=task_result,
+                   errors=(TASK_NOT_FOUND,)),
+        MethodSpec("tasks.list", "Tasks newest first, filtered, cursor-paginated.", list_,
+                   params=_obj({
+                       "status": {"type": "array", "items": STATUS, "maxItems": 7},
+                       "type": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+                       "parentId": ID,
+                       "limit": {"type": "integer", "minimum": 1, "maximum": 1000},
+                       "cursor": {"type": ["string", "null"], "maxLength": 200},
+                   }),
+                   result=_obj({"tasks": {"type": "array", "items": task_result},
+                                "nextCursor": {"type": ["string", "null"]}})),
+        MethodSpec("tasks.stats", "Counts by status and by type.", stats,
+                   result=_obj({"total": {"type": "integer"}, "byStatus": {"type": "object"},
+                                "byType": {"type": "object"}})),
+        MethodSpec("tasks.cancel", "Cancel a task (a running one is signalled).",
+                   lambda p: write(lambda tx: engine.cancel(tx, p["id"])), params=id_param,
+                   result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
+        MethodSpec("tasks.retry", "Queue a FAILED or CANCELLED task again (a new series of attempts).",
+                   lambda p: write(lambda tx: engine.retry(tx, p["id"])), params=id_param,
+                   result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
+        MethodSpec("tasks.delete", "Delete a finished task and its subtree.",
+                   lambda p: write(lambda tx: engine.delete(tx, p["id"])), params=id_param,
+                   result=_obj({"deleted": {"type": "integer"}}),
+                   errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
+        MethodSpec("tasks.prune", "Delete finished tasks older than olderThanMs.",
+                   lambda p: write(lambda tx: engine.prune(
+                       tx, p.get("olderThanMs", 0),
+                       p.get("statuses") or sorted(s.value for s in TERMINAL))),
+                   params=_obj({"olderThanMs": {"type": "integer", "minimum": 0},
+                                "statuses": {"type": "array", "items": TERMINAL_STATUS, "minItems": 1}}),
+                   result=_obj({"deleted": {"type": "integer"}})),
+    ]

@@ -1,0 +1,104 @@
+"""Schema versions, keyed by ``PRAGMA user_version``.
+
+Each migration runs in its own transaction and bumps ``user_version``; a database made by an older
+release is upgraded in place on open. Migrations are plain functions (no files to ship), so a frozen
+build carries them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import peewee as pw
+from playhouse.migrate import SqliteMigrator, migrate
+
+log = logging.getLogger(__name__)
+
+
+def _v1_seed_schema(db: pw.SqliteDatabase) -> None:
+    """The first release: one tasks table with the seed columns."""
+    db.execute_sql(
+        """
+        CREATE TABLE IF NOT EXISTS "tasks" (
+            "id" TEXT NOT NULL PRIMARY KEY,
+            "type" TEXT NOT NULL,
+            "status" TEXT NOT NULL,
+            "parent_id" TEXT REFERENCES "tasks" ("id") ON DELETE CASCADE,
+            "progress" REAL NOT NULL DEFAULT 0,
+            "details" TEXT NOT NULL DEFAULT '{}',
+            "result" TEXT,
+            "error" TEXT,
+            "priority" INTEGER NOT NULL DEFAULT 0,
+            "created_at" INTEGER NOT NULL,
+            "updated_at" INTEGER NOT NULL
+        )
+        """
+    )
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "tasks_status" ON "tasks" ("status")')
+
+
+def _v2_scheduler_columns(db: pw.SqliteDatabase) -> None:
+    """Attempts, delays, idempotency, checkpoints, versions, and the indexes the claim needs."""
+    m = SqliteMigrator(db)
+    migrate(
+        m.add_column("tasks", "message", pw.TextField(null=True)),
+        m.add_column("tasks", "attempt", pw.IntegerField(default=0)),
+        m.add_column("tasks", "max_attempts", pw.IntegerField(default=3)),
+        m.add_column("tasks", "run_at", pw.BigIntegerField(default=0)),
+        m.add_column("tasks", "idempotency_key", pw.TextField(null=True)),
+        m.add_column("tasks", "checkpoint", pw.TextField(null=True)),
+        m.add_column("tasks", "started_at", pw.BigIntegerField(null=True)),
+        m.add_column("tasks", "completed_at", pw.BigIntegerField(null=True)),
+        m.add_column("tasks", "version", pw.IntegerField(default=1)),
+        m.drop_index("tasks", "tasks_status"),
+        m.add_index("tasks", ("idempotency_key",), unique=True),
+        m.add_index("tasks", ("type",)),
+        m.add_index("tasks", ("parent_id",)),
+        m.add_index("tasks", ("created_at",)),
+    )
+    # The claim: WHERE status='QUEUED' ORDER BY priority DESC, created_at; run_at for delayed ones.
+    db.execute_sql(
+        'CREATE INDEX "tasks_claim" ON "tasks" ("status", "priority" DESC, "created_at", "run_at")'
+    )
+    # prune / terminal history scans
+    db.execute_sql('CREATE INDEX "tasks_status_completed" ON "tasks" ("status", "completed_at")')
+    # rows written by v1 carry no run_at; they are due now
+    db.execute_sql('UPDATE "tasks" SET "run_at" = "created_at" WHERE "run_at" = 0')
+
+
+def _v3_settings(db: pw.SqliteDatabase) -> None:
+    db.execute_sql(
+        'CREATE TABLE IF NOT EXISTS "settings" ("key" TEXT NOT NULL PRIMARY KEY, "value" TEXT NOT NULL)'
+    )
+
+
+MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
+    _v1_seed_schema,
+    _v2_scheduler_columns,
+    _v3_settings,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    pass
+
+
+def schema_version(db: pw.SqliteDatabase) -> int:
+    return int(db.execute_sql("PRAGMA user_version").fetchone()[0])
+
+
+def upgrade(db: pw.SqliteDatabase, target: int = SCHEMA_VERSION) -> int:
+    """Apply every migration above the file's ``user_version``; returns the version reached."""
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this sidecar understands ({SCHEMA_VERSION})"
+        )
+    for number in range(current + 1, target + 1):
+        log.info("migrating database schema to version %d", number)
+        with db.atomic("IMMEDIATE"):
+            MIGRATIONS[number - 1](db)
+            db.execute_sql(f"PRAGMA user_version = {number}")
+    return max(current, target)

@@ -1,0 +1,72 @@
+"""peewee models: the schema of the task store, and how the database file is opened.
+
+The models define and migrate the schema; the hot path (create, claim, progress, complete) uses
+prepared SQL in :mod:`sidecar.persistence.store` because peewee's per-query build cost would be the
+throughput limit.
+"""
+
+from __future__ import annotations
+
+import peewee as pw
+
+database = pw.SqliteDatabase(None)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+
+
+class Task(BaseModel):
+    id = pw.TextField(primary_key=True)
+    type = pw.TextField()
+    status = pw.TextField()
+    parent = pw.ForeignKeyField(
+        "self", null=True, column_name="parent_id", backref="children", on_delete="CASCADE"
+    )
+    progress = pw.FloatField(default=0)
+    message = pw.TextField(null=True)
+    details = pw.TextField(default="{}")  # JSON text
+    result = pw.TextField(null=True)  # JSON text
+    error = pw.TextField(null=True)
+    priority = pw.IntegerField(default=0)
+    attempt = pw.IntegerField(default=0)
+    max_attempts = pw.IntegerField(default=3)
+    run_at = pw.BigIntegerField(default=0)
+    idempotency_key = pw.TextField(null=True, unique=True)
+    checkpoint = pw.TextField(null=True)  # JSON text
+    created_at = pw.BigIntegerField()
+    updated_at = pw.BigIntegerField()
+    started_at = pw.BigIntegerField(null=True)
+    completed_at = pw.BigIntegerField(null=True)
+    version = pw.IntegerField(default=1)
+
+    class Meta:
+        table_name = "tasks"
+
+
+class Setting(BaseModel):
+    """Key/value settings that must survive restarts (queue pauses, concurrency overrides)."""
+
+    key = pw.TextField(primary_key=True)
+    value = pw.TextField()  # JSON text
+
+    class Meta:
+        table_name = "settings"
+
+
+def open_database(path: str, *, durability: str = "normal", busy_timeout_ms: int = 5000) -> pw.SqliteDatabase:
+    """Point the shared :data:`database` at ``path`` with the sidecar's pragmas.
+
+    Pragmas are applied on every new connection (each thread has its own).
+    """
+    database.init(
+        path,
+        pragmas={
+            "journal_mode": "wal",
+            "synchronous": 2 if durability == "full" else 1,
+            "foreign_keys": 1,
+            "busy_timeout": busy_timeout_ms,
+        },
+    )
+    return database

@@ -1,0 +1,355 @@
+"""Prepared SQL for the task store, on a raw ``sqlite3`` connection.
+
+The statements are built once at import; callers pass a connection they own (one per thread) and
+manage the transaction. Rows come back as tuples in :data:`COLUMNS` order and become protocol Task
+objects through :func:`task_from_row`, the one place that knows both shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from sidecar.domain.states import Status, sources
+
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "type",
+    "status",
+    "parent_id",
+    "progress",
+    "message",
+    "details",
+    "result",
+    "error",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "run_at",
+    "idempotency_key",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "completed_at",
+    "version",
+)
+_COLS = ", ".join(f'"{c}"' for c in COLUMNS)
+_FIELD_NAMES = (
+    "id",
+    "type",
+    "status",
+    "parentId",
+    "progress",
+    "message",
+    "details",
+    "result",
+    "error",
+    "priority",
+    "attempt",
+    "maxAttempts",
+    "runAt",
+    "idempotencyKey",
+    "createdAt",
+    "updatedAt",
+    "startedAt",
+    "completedAt",
+    "version",
+)
+_I_DETAILS = COLUMNS.index("details")
+_I_RESULT = COLUMNS.index("result")
+_I_PROGRESS = COLUMNS.index("progress")
+
+Row = tuple[Any, ...]
+Task = dict[str, Any]
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def task_from_row(row: Row) -> Task:
+    task = dict(zip(_FIELD_NAMES, row))
+    task["details"] = orjson.loads(row[_I_DETAILS]) if row[_I_DETAILS] is not None else {}
+    task["result"] = orjson.loads(row[_I_RESULT]) if row[_I_RESULT] is not None else None
+    progress = row[_I_PROGRESS]
+    task["progress"] = int(progress) if progress == int(progress) else progress
+    return task
+
+
+def row_status(row: Row) -> str:
+    return row[2]
+
+
+def row_id(row: Row) -> str:
+    return row[0]
+
+
+# ---------------------------------------------------------------- writes
+
+_INSERT = (
+    'INSERT INTO "tasks" ("id", "type", "status", "parent_id", "progress", "message", "details", '
+    '"result", "error", "priority", "attempt", "max_attempts", "run_at", "idempotency_key", '
+    '"checkpoint", "created_at", "updated_at", "started_at", "completed_at", "version") '
+    "VALUES (?, ?, ?, ?, 0, NULL, ?, NULL, NULL, ?, 0, ?, ?, ?, NULL, ?, ?, NULL, NULL, 1) "
+    f"RETURNING {_COLS}"
+)
+
+
+def insert(
+    conn: sqlite3.Connection,
+    *,
+    task_id: str,
+    type: str,
+    status: Status,
+    parent_id: str | None,
+    details_json: str,
+    priority: int,
+    max_attempts: int,
+    run_at: int,
+    idempotency_key: str | None,
+    now: int,
+) -> Row:
+    return conn.execute(
+        _INSERT,
+        (
+            task_id,
+            type,
+            status.value,
+            parent_id,
+            details_json,
+            priority,
+            max_attempts,
+            run_at,
+            idempotency_key,
+            now,
+            now,
+        ),
+    ).fetchone()
+
+
+_transition_sql_cache: dict[tuple[Status, tuple[str, ...]], str] = {}
+
+
+def transition(
+    conn: sqlite3.Connection, task_id: str, target: Status, now: int, **sets: Any
+) -> Row | None:
+    """Move a task to ``target`` if the state machine allows it from its current status.
+
+    ``sets`` are extra columns to write in the same statement. Returns the new row, or None when
+    the task does not exist or its current status may not move to ``target``.
+    """
+    key = (target, tuple(sets))
+    sql = _transition_sql_cache.get(key)
+    if sql is None:
+        allowed = sources(target)
+        extra = "".join(f', "{col}" = ?' for col in sets)
+        marks = ", ".join("?" * len(allowed))
+        sql = (
+            f'UPDATE "tasks" SET "status" = ?, "updated_at" = ?, "version" = "version" + 1{extra} '
+            f'WHERE "id" = ? AND "status" IN ({marks}) RETURNING {_COLS}'
+        )
+        sql = sql.replace("IN ()", "IN (NULL)")
+        _transition_sql_cache[key] = sql
+    params = (target.value, now, *sets.values(), task_id, *sources(target))
+    return conn.execute(sql, params).fetchone()
+
+
+_PROGRESS = (
+    'UPDATE "tasks" SET "progress" = ?, "message" = ?, "updated_at" = ?, "version" = "version" + 1 '
+    f'WHERE "id" = ? AND "status" = \'RUNNING\' RETURNING {_COLS}'
+)
+
+
+def set_progress(
+    conn: sqlite3.Connection, task_id: str, progress: float, message: str | None, now: int
+) -> Row | None:
+    return conn.execute(_PROGRESS, (progress, message, now, task_id)).fetchone()
+
+
+_MESSAGE = (
+    'UPDATE "tasks" SET "message" = ?, "updated_at" = ?, "version" = "version" + 1 '
+    f'WHERE "id" = ? RETURNING {_COLS}'
+)
+
+
+def set_message(conn: sqlite3.Connection, task_id: str, message: str | None, now: int) -> Row | None:
+    return conn.execute(_MESSAGE, (message, now, task_id)).fetchone()
+
+
+def set_checkpoint(conn: sqlite3.Connection, task_id: str, state_json: str | None) -> None:
+    # A checkpoint is not a field of the Task object: no version bump, no announcement.
+    conn.execute('UPDATE "tasks" SET "checkpoint" = ? WHERE "id" = ?', (state_json, task_id))
+
+
+def get_checkpoint(conn: sqlite3.Connection, task_id: str) -> Any:
+    row = conn.execute('SELECT "checkpoint" FROM "tasks" WHERE "id" = ?', (task_id,)).fetchone()
+    return orjson.loads(row[0]) if row and row[0] is not None else None
+
+
+_claim_sql_cache: dict[int, str] = {}
+
+
+def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | None:
+    """Atomically move the best due QUEUED task of one of ``types`` to RUNNING.
+
+    One UPDATE whose WHERE re-checks ``status='QUEUED'``: whoever changes the row wins; nobody else
+    can start the same task.
+    """
+    if not types:
+        return None
+    sql = _claim_sql_cache.get(len(types))
+    if sql is None:
+        marks = ", ".join("?" * len(types))
+        sql = (
+            'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
+            '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
+            'WHERE "id" = (SELECT "id" FROM "tasks" '
+            f'WHERE "status" = \'QUEUED\' AND "run_at" <= ? AND "type" IN ({marks}) '
+            'ORDER BY "priority" DESC, "created_at", "rowid" LIMIT 1) '
+            f'AND "status" = \'QUEUED\' RETURNING {_COLS}, "checkpoint"'
+        )
+        _claim_sql_cache[len(types)] = sql
+    return conn.execute(sql, (now, now, now, *types)).fetchone()
+
+
+def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int | None:
+    """The earliest future ``run_at`` among queued tasks of ``types`` (to wake the scheduler)."""
+    if not types:
+        return None
+    marks = ", ".join("?" * len(types))
+    row = conn.execute(
+        f'SELECT MIN("run_at") FROM "tasks" WHERE "status" = \'QUEUED\' AND "run_at" > ? '
+        f'AND "type" IN ({marks})',
+        (now, *types),
+    ).fetchone()
+    return row[0] if row else None
+
+
+def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
+    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts."""
+    requeued = conn.execute(
+        'UPDATE "tasks" SET "status" = \'QUEUED\', "run_at" = ?, "updated_at" = ?, '
+        '"version" = "version" + 1 WHERE "status" = \'RUNNING\' AND "attempt" < "max_attempts"',
+        (now, now),
+    ).rowcount
+    failed = conn.execute(
+        'UPDATE "tasks" SET "status" = \'FAILED\', "completed_at" = ?, "updated_at" = ?, '
+        '"error" = \'interrupted: the sidecar stopped during the last of \' || "max_attempts" || \' attempts\', '
+        '"version" = "version" + 1 WHERE "status" = \'RUNNING\'',
+        (now, now),
+    ).rowcount
+    return requeued, failed
+
+
+def delete(conn: sqlite3.Connection, task_id: str) -> int:
+    return conn.execute('DELETE FROM "tasks" WHERE "id" = ?', (task_id,)).rowcount
+
+
+def prune(
+    conn: sqlite3.Connection, statuses: Iterable[str], completed_before: int, limit: int = 5000
+) -> list[str]:
+    """Delete up to ``limit`` terminal tasks finished before ``completed_before``; returns ids."""
+    statuses = tuple(statuses)
+    marks = ", ".join("?" * len(statuses))
+    rows = conn.execute(
+        f'DELETE FROM "tasks" WHERE "rowid" IN (SELECT "rowid" FROM "tasks" '
+        f'WHERE "status" IN ({marks}) AND "completed_at" < ? AND NOT EXISTS (SELECT 1 FROM "tasks" c '
+        f"WHERE c.\"parent_id\" = \"tasks\".\"id\" AND c.\"status\" NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')) "
+        f'LIMIT ?) RETURNING "id"',
+        (*statuses, completed_before, limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------- reads
+
+_GET = f'SELECT {_COLS} FROM "tasks" WHERE "id" = ?'
+
+
+def get(conn: sqlite3.Connection, task_id: str) -> Row | None:
+    return conn.execute(_GET, (task_id,)).fetchone()
+
+
+def find_by_idempotency_key(conn: sqlite3.Connection, key: str) -> Row | None:
+    return conn.execute(f'SELECT {_COLS} FROM "tasks" WHERE "idempotency_key" = ?', (key,)).fetchone()
+
+
+class Cursors:
+    """Opaque, tamper-evident list cursors: ``(created_at, rowid)`` signed with a per-file key."""
+
+    def __init__(self, key: bytes | None = None) -> None:
+        self._key = key or os.urandom(16)
+
+    def issue(self, created_at: int, rowid: int) -> str:
+        body = f"{created_at}.{rowid}".encode()
+        mac = hmac.new(self._key, body, hashlib.sha256).digest()[:8]
+        return base64.urlsafe_b64encode(body + b"." + mac).decode().rstrip("=")
+
+    def parse(self, cursor: str) -> tuple[int, int] | None:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            body, mac = raw[: -9], raw[-8:]
+            if raw[-9:-8] != b"." or not hmac.compare_digest(
+                mac, hmac.new(self._key, body, hashlib.sha256).digest()[:8]
+            ):
+                return None
+            created, rowid = body.decode().split(".")
+            return int(created), int(rowid)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+
+def list_tasks(
+    conn: sqlite3.Connection,
+    *,
+    statuses: Sequence[str] | None,
+    types: Sequence[str] | None,
+    parent_id: str | None,
+    limit: int,
+    after: tuple[int, int] | None,
+) -> tuple[list[Row], tuple[int, int] | None]:
+    """Newest first; keyset pagination on ``(created_at, rowid)``."""
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        where.append(f'"status" IN ({", ".join("?" * len(statuses))})')
+        params.extend(statuses)
+    if types:
+        where.append(f'"type" IN ({", ".join("?" * len(types))})')
+        params.extend(types)
+    if parent_id is not None:
+        where.append('"parent_id" = ?')
+        params.append(parent_id)
+    if after is not None:
+        where.append('("created_at" < ? OR ("created_at" = ? AND "rowid" < ?))')
+        params.extend((after[0], after[0], after[1]))
+    sql = f'SELECT {_COLS}, "rowid" FROM "tasks"'
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += ' ORDER BY "created_at" DESC, "rowid" DESC LIMIT ?'
+    params.append(limit + 1)
+    rows = conn.execute(sql, params).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = (rows[-1][COLUMNS.index("created_at")], rows[-1][-1]) if more and rows else None
+    return [r[:-1] for r in rows], last
+
+
+def stats(conn: sqlite3.Connection) -> dict[str, Any]:
+    by_status = {s.value: 0 for s in Status}
+    by_type: dict[str, dict[str, int]] = {}
+    total = 0
+    for type_, status, count in conn.execute(
+        'SELECT "type", "status", COUNT(*) FROM "tasks" GROUP BY "type", "status"'
+    ):
+        by_status[status] = by_status.get(status, 0) + count
+        by_type.setdefault(type_, {})[status] = count
+        total += count
+    return {"total": total, "byStatus": by_status, "byType": by_type}

@@ -1,0 +1,180 @@
+"""The sidecar process: wires transport, protocol, engine and store, and owns the lifecycle.
+
+Start-up: guard stdio, take the database lock, open + migrate + recover, start the engine, announce
+``sidecar.ready``, then serve lines until EOF, ``system.shutdown``, SIGTERM or the parent's death.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.domain.engine import Engine, now_ms
+from sidecar.errors import INVALID_REQUEST
+from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
+from sidecar.handlers.registry import Registry, default_registry, load_modules
+from sidecar.methods import build_methods
+from sidecar.persistence import migrations, models, store
+from sidecar.protocol import Notifier, Protocol, error_response
+from sidecar.transport import StdioTransport, TooLong
+
+log = logging.getLogger("sidecar")
+
+EXIT_OK = 0
+EXIT_LOCKED = 3
+EXIT_DATABASE = 4
+
+
+@dataclass
+class Config:
+    db_path: str
+    handler_modules: list[str] = field(default_factory=list)
+    concurrency: int = 4
+    durability: str = "normal"
+    max_message_bytes: int = 8 * 1024 * 1024
+    grace_s: float = 5.0
+
+
+class _Stop(Exception):
+    """Raised in the reader thread by SIGTERM to leave a blocking read."""
+
+
+class Sidecar:
+    def __init__(self, config: Config, registry: Registry = default_registry) -> None:
+        self.config = config
+        self.db_path = os.path.abspath(config.db_path)
+        self.registry = registry
+        self.cursors = store.Cursors()
+        self._stop_reason: str | None = None
+        self._reading = False
+
+    def read_conn(self) -> sqlite3.Connection:
+        return models.database.connection()
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+
+    def run(self) -> int:
+        transport = StdioTransport(self.config.max_message_bytes)
+        try:
+            return self._run(transport)
+        finally:
+            transport.close()
+
+    def _run(self, transport: StdioTransport) -> int:
+        load_modules(self.config.handler_modules)
+        os.makedirs(os.path.dirname(self.db_path) or ".", exist_ok=True)
+        lock = FileLock(self.db_path + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.error(
+                "another task-sidecar already uses %s (lock file %s.lock is held); refusing to start",
+                self.db_path, self.db_path,
+            )
+            return EXIT_LOCKED
+        try:
+            try:
+                recovered = self._open_database()
+            except (sqlite3.DatabaseError, migrations.SchemaTooNew) as exc:
+                log.error(
+                    "cannot open database %s: %s. If the file is corrupt, move it aside "
+                    "(with its -wal and -shm files) and start again to begin with an empty one.",
+                    self.db_path, exc,
+                )
+                return EXIT_DATABASE
+            notifier = Notifier(transport.send)
+            self.engine = Engine(
+                self.read_conn,
+                self.registry,
+                announce=notifier.task_updated,
+                announce_deleted=notifier.task_deleted,
+                concurrency=self.config.concurrency,
+                grace_s=self.config.grace_s,
+            )
+            protocol = Protocol(build_methods(self))
+            self.engine.start()
+            notifier.notify(
+                "sidecar.ready",
+                {
+                    "version": __version__,
+                    "protocolVersion": PROTOCOL_VERSION,
+                    "pid": os.getpid(),
+                    "dbPath": self.db_path,
+                    "recovered": recovered,
+                },
+            )
+            self._install_signals()
+            self._serve(transport, protocol)
+            log.info("stopping (%s)", self._stop_reason or "stdin closed")
+            self.engine.shutdown()
+            models.database.close()
+            return EXIT_OK
+        finally:
+            lock.release()
+
+    def _open_database(self) -> dict[str, int]:
+        db = models.open_database(self.db_path, durability=self.config.durability)
+        migrations.upgrade(db)
+        conn = db.connection()
+        conn.execute("BEGIN IMMEDIATE")
+        requeued, failed = store.recover_interrupted(conn, now_ms())
+        conn.execute("COMMIT")
+        if requeued or failed:
+            log.info("recovered interrupted tasks: %d requeued, %d failed", requeued, failed)
+        return {"requeued": requeued, "failed": failed}
+
+    def _serve(self, transport: StdioTransport, protocol: Protocol) -> None:
+        reader = transport.reader
+        while self._stop_reason is None:
+            self._reading = True
+            try:
+                line = reader.read()
+            except _Stop:
+                break
+            finally:
+                self._reading = False
+            if line is None:
+                break
+            if isinstance(line, TooLong):
+                transport.send(
+                    error_response(
+                        INVALID_REQUEST, "Invalid request",
+                        f"message of {line.size} bytes exceeds the limit of {self.config.max_message_bytes}",
+                    )
+                )
+                continue
+            protocol.handle(line, transport.send)
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, frame: Any) -> None:
+            self.request_stop(signal.Signals(signum).name)
+            if self._reading:
+                raise _Stop()
+
+        signal.signal(signal.SIGTERM, on_term)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, on_term)
+        parent = os.getppid()
+
+        def watch_parent() -> None:
+            # stdin EOF is the primary signal; this catches a parent that died holding our stdin open
+            while self._stop_reason is None:
+                time.sleep(1.0)
+                if os.getppid() != parent:
+                    log.warning("parent process %d is gone; stopping", parent)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    return
+
+        if os.name == "posix":
+            threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
