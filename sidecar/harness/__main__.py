@@ -1,0 +1,5 @@
+import sys
+
+from sidecar.harness.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""Line mode: the interactive commands read from a non-terminal stdin, output as plain text.
+
+``printf 'create demo.noop\\nwait <id>\\nlist\\n' | task-sidecar-harness`` works, and notifications are
+printed as they arrive (one line each), so the whole session reads as a log.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import TextIO
+
+from rich.console import Console
+
+from sidecar.harness.commands import CommandError, Commands, Quit
+from sidecar.harness.session import SidecarOptions, open_sidecar
+from sidecar.harness.view import notification_text
+
+
+def run_lines(opts: SidecarOptions, stdin: TextIO, show_notifications: bool = True) -> int:
+    console = Console(highlight=False, soft_wrap=True, width=160)
+    lock = threading.Lock()
+    failures = 0
+    with open_sidecar(opts) as client:
+        commands = Commands(client)
+        commands.load_info()
+        if show_notifications:
+
+            def on_note(method: str, params: object) -> None:
+                with lock:
+                    console.print("~ " + notification_text(method, params), markup=False)
+
+            client.add_listener(on_note)
+        for line in stdin:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            with lock:
+                console.print(f"> {line}", markup=False)
+            try:
+                out = commands.execute(line)
+            except Quit:
+                break
+            except (CommandError, TimeoutError, ConnectionError) as exc:
+                failures += 1
+                out = [f"error: {exc}"]
+            with lock:
+                for item in out:
+                    console.print(item, markup=False) if isinstance(item, str) else console.print(item)
+    return 1 if failures else 0
