@@ -1,0 +1,267 @@
+/**
+ * One JSON-RPC connection over a pair of byte streams (a sidecar's stdout/stdin, or in-memory
+ * streams in tests).
+ *
+ * Framing is ours (framing.ts); request/response correlation is delegated to the `json-rpc-2.0`
+ * package's `JSONRPCClient` (id allocation, pending map, per-request timeout). This class adds what
+ * that library leaves to the transport: writing lines with backpressure, routing each incoming line
+ * (responses to the library, notifications to a callback, anything else to the logger), turning
+ * error responses into `SidecarError`, AbortSignal cancellation and failing every pending call
+ * when the connection closes.
+ */
+import type { Readable, Writable } from 'node:stream';
+import {
+  JSONRPCClient,
+  createJSONRPCErrorResponse,
+  createJSONRPCRequest,
+  type JSONRPCRequest,
+  type JSONRPCResponse,
+} from 'json-rpc-2.0';
+
+import { SidecarError } from './errors';
+import { LineDecoder, encodeMessage } from './framing';
+import { ClientErrorCode, type JsonValue } from './protocol';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+export interface LogEntry {
+  level: LogLevel;
+  /** 'stderr': a line the sidecar wrote to stderr; 'stdout': a non-protocol stdout line; 'bridge': the bridge itself. */
+  source: 'stderr' | 'stdout' | 'bridge';
+  message: string;
+  pid?: number | undefined;
+}
+export type Logger = (entry: LogEntry) => void;
+
+export interface CallOptions {
+  /** Reject with ClientErrorCode.Timeout after this many ms (default: the client's `callTimeoutMs`). 0 = no timeout. */
+  timeoutMs?: number;
+  /** Abort waiting for the answer (ClientErrorCode.Cancelled). The request may still run in the sidecar. */
+  signal?: AbortSignal;
+}
+
+export interface ConnectionOptions {
+  input: Readable;
+  output: Writable;
+  onNotification: (method: string, params: unknown) => void;
+  logger?: Logger | undefined;
+  pid?: number | undefined;
+  maxLineBytes?: number;
+}
+
+/** Messages longer than this are logged only by their head. */
+const LOG_PREVIEW = 300;
+
+export class RpcConnection {
+  private readonly rpc: JSONRPCClient<void>;
+  private readonly decoder: LineDecoder;
+  private readonly pending = new Map<number, string>();
+  private nextId = 0;
+  private closedError: SidecarError | null = null;
+  private drainWaiters: Array<() => void> = [];
+
+  constructor(private readonly opts: ConnectionOptions) {
+    this.rpc = new JSONRPCClient<void>((payload: JSONRPCRequest) => this.write(payload));
+    this.decoder = new LineDecoder((line) => this.onLine(line), {
+      ...(opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {}),
+      onOversize: (bytes) => this.log('error', 'bridge', `dropped a ${bytes}-byte line from the sidecar (over the line limit)`),
+    });
+    opts.input.on('data', (chunk: Buffer | string) => this.decoder.push(chunk));
+    opts.input.on('end', () => this.decoder.end());
+    opts.output.on('drain', () => this.flushDrainWaiters());
+    opts.output.on('close', () => this.flushDrainWaiters());
+  }
+
+  get pendingCount(): number {
+    return this.pending.size;
+  }
+
+  get isClosed(): boolean {
+    return this.closedError !== null;
+  }
+
+  /** Send a request and wait for its result. Rejects with SidecarError. */
+  async request(method: string, params: unknown, options: CallOptions = {}): Promise<unknown> {
+    if (this.closedError) throw this.withMethod(this.closedError, method);
+    const { signal } = options;
+    if (signal?.aborted) {
+      throw new SidecarError(ClientErrorCode.Cancelled, `${method}: cancelled before it was sent`, abortData(signal), { method });
+    }
+    const id = ++this.nextId;
+    const timeoutMs = options.timeoutMs ?? 0;
+    const requester =
+      timeoutMs > 0
+        ? this.rpc.timeout(timeoutMs, (rid) =>
+            createJSONRPCErrorResponse(rid, ClientErrorCode.Timeout, `${method}: no answer from the sidecar within ${timeoutMs} ms`, {
+              method,
+              timeoutMs,
+            }),
+          )
+        : this.rpc;
+    const request = createJSONRPCRequest(id, method, params === undefined ? undefined : params);
+    if (params === undefined) delete request.params;
+
+    this.pending.set(id, method);
+    const onAbort = (): void => {
+      this.rpc.receive(
+        createJSONRPCErrorResponse(id, ClientErrorCode.Cancelled, `${method}: cancelled by the caller`, abortData(signal)),
+      );
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let response: JSONRPCResponse;
+    try {
+      response = await requester.requestAdvanced(request);
+    } finally {
+      this.pending.delete(id);
+      signal?.removeEventListener('abort', onAbort);
+    }
+    if (response.error) {
+      const { code, message, data } = response.error;
+      throw new SidecarError(code, message, data as JsonValue | undefined, { method });
+    }
+    return response.result;
+  }
+
+  /** Send a notification (no answer). */
+  notify(method: string, params?: unknown): void {
+    if (this.closedError) return;
+    const message: JSONRPCRequest = { jsonrpc: '2.0', method };
+    if (params !== undefined) message.params = params;
+    void this.write(message);
+  }
+
+  /**
+   * Mark the connection closed: every pending call and every later call rejects with `error`.
+   * Idempotent (the first error wins).
+   */
+  close(error: SidecarError): void {
+    if (this.closedError) return;
+    this.closedError = error;
+    for (const [id, method] of [...this.pending]) {
+      this.rpc.receive(
+        createJSONRPCErrorResponse(
+          id,
+          error.code,
+          `${method}: ${error.message}`,
+          error.data === undefined ? { method } : ({ method, ...asObject(error.data) } as JsonValue),
+        ),
+      );
+    }
+    this.flushDrainWaiters();
+  }
+
+  private withMethod(error: SidecarError, method: string): SidecarError {
+    return new SidecarError(error.code, `${method}: ${error.message}`, error.data, { method });
+  }
+
+  /** The JSONRPCClient's send function: one line per message, waiting for 'drain' when the pipe is full. */
+  private async write(payload: JSONRPCRequest): Promise<void> {
+    const out = this.opts.output;
+    const id = typeof payload.id === 'number' ? payload.id : undefined;
+    const fail = (why: string): void => {
+      if (id !== undefined) {
+        this.rpc.receive(
+          createJSONRPCErrorResponse(id, ClientErrorCode.SidecarExited, `${payload.method}: could not write to the sidecar (${why})`, {
+            method: payload.method,
+          }),
+        );
+      }
+    };
+    if (this.closedError || out.destroyed || out.writableEnded) {
+      fail(this.closedError?.message ?? 'its stdin is closed');
+      return;
+    }
+    let line: string;
+    try {
+      line = encodeMessage(payload);
+    } catch (err) {
+      if (id !== undefined) {
+        this.rpc.receive(
+          createJSONRPCErrorResponse(id, ClientErrorCode.NotRunning, `${payload.method}: params are not JSON-serialisable: ${String(err)}`),
+        );
+      }
+      return;
+    }
+    let ok: boolean;
+    try {
+      ok = out.write(line);
+    } catch (err) {
+      fail(String(err));
+      return;
+    }
+    if (!ok) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  private flushDrainWaiters(): void {
+    const waiters = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  private onLine(line: string): void {
+    let message: unknown;
+    try {
+      message = JSON.parse(line);
+    } catch {
+      this.log('warn', 'stdout', `non-JSON line on the protocol stream skipped: ${preview(line)}`);
+      return;
+    }
+    if (Array.isArray(message)) {
+      for (const item of message) this.route(item, line);
+    } else {
+      this.route(message, line);
+    }
+  }
+
+  private route(message: unknown, line: string): void {
+    if (typeof message !== 'object' || message === null || (message as { jsonrpc?: unknown }).jsonrpc !== '2.0') {
+      this.log('warn', 'stdout', `non-JSON-RPC message skipped: ${preview(line)}`);
+      return;
+    }
+    const m = message as { id?: unknown; method?: unknown; params?: unknown; result?: unknown; error?: unknown };
+    if (typeof m.method === 'string') {
+      if (m.id !== undefined && m.id !== null) {
+        // The sidecar never sends requests to the client (protocol.md): log and ignore.
+        this.log('warn', 'bridge', `unexpected request from the sidecar: ${m.method}`);
+        return;
+      }
+      try {
+        this.opts.onNotification(m.method, m.params);
+      } catch (err) {
+        this.log('error', 'bridge', `notification listener for ${m.method} threw: ${String(err)}`);
+      }
+      return;
+    }
+    if ('result' in m || 'error' in m) {
+      if (m.id === null || m.id === undefined) {
+        // e.g. -32700 / -32600 for a line the sidecar could not read: nothing to correlate.
+        const err = m.error as { code?: unknown; message?: unknown } | undefined;
+        this.log('error', 'bridge', `sidecar error without id: ${String(err?.code)} ${String(err?.message)}`);
+        return;
+      }
+      if (typeof m.id === 'number' && !this.pending.has(m.id)) {
+        this.log('debug', 'bridge', `late or unknown response id ${m.id} ignored`);
+        return;
+      }
+      this.rpc.receive(message as JSONRPCResponse);
+      return;
+    }
+    this.log('warn', 'stdout', `unrecognised message skipped: ${preview(line)}`);
+  }
+
+  private log(level: LogLevel, source: LogEntry['source'], message: string): void {
+    this.opts.logger?.({ level, source, message, pid: this.opts.pid });
+  }
+}
+
+function preview(line: string): string {
+  return line.length > LOG_PREVIEW ? `${line.slice(0, LOG_PREVIEW)}… (${line.length} chars)` : line;
+}
+
+function abortData(signal: AbortSignal | undefined): JsonValue {
+  const reason: unknown = signal?.reason;
+  return { reason: reason instanceof Error ? reason.message : reason === undefined ? null : String(reason) };
+}
+
+function asObject(data: JsonValue): Record<string, JsonValue> {
+  return typeof data === 'object' && data !== null && !Array.isArray(data) ? data : { detail: data };
+}

@@ -1,0 +1,407 @@
+/**
+ * The task-sidecar wire protocol (protocolVersion "1"), defined once.
+ *
+ * Everything else in the package (client methods, IPC relay, preload API, renderer store, the
+ * renderer-input validators and the check against the sidecar's OpenRPC document) derives from
+ * the two tables in this file: `Methods` (types) and `METHOD_SPECS` (the same table at run time).
+ * The compiler keeps them in step: every param of every method in `Methods` must have exactly one
+ * field spec in `METHOD_SPECS`, and no spec may name a param the type does not have.
+ *
+ * Source of truth: docs/protocol.md (core, issue 3) and issue 4 (task graphs). Methods and params
+ * marked `graph` come from issue 4 and may not be implemented by a given sidecar yet.
+ */
+
+export const PROTOCOL_VERSION = '1' as const;
+
+// ---------------------------------------------------------------------------------------------
+// JSON values and the Task object
+// ---------------------------------------------------------------------------------------------
+
+export type JsonPrimitive = string | number | boolean | null;
+export type JsonValue = JsonPrimitive | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+export const TASK_STATUSES = [
+  'QUEUED',
+  'WAITING',
+  'RUNNING',
+  'PAUSED',
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+] as const;
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+export const TERMINAL_STATUSES = ['COMPLETED', 'FAILED', 'CANCELLED'] as const;
+export type TerminalStatus = (typeof TERMINAL_STATUSES)[number];
+
+export function isTerminalStatus(status: TaskStatus): status is TerminalStatus {
+  return (TERMINAL_STATUSES as readonly string[]).includes(status);
+}
+
+/** A task as the sidecar reports it. All fields are always present (null when unset). */
+export interface Task {
+  id: string;
+  type: string;
+  status: TaskStatus;
+  parentId: string | null;
+  /** 0-100; COMPLETED implies 100. */
+  progress: number;
+  message: string | null;
+  details: JsonObject;
+  result: JsonValue;
+  error: string | null;
+  priority: number;
+  attempt: number;
+  maxAttempts: number;
+  /** epoch ms */
+  runAt: number;
+  idempotencyKey: string | null;
+  createdAt: number;
+  updatedAt: number;
+  startedAt: number | null;
+  completedAt: number | null;
+  /** +1 on every change of any other field: the order of updates for one task. */
+  version: number;
+}
+
+/** The fields of `Task`, at run time (used to check the sidecar's OpenRPC Task schema). */
+export const TASK_FIELDS = [
+  'id',
+  'type',
+  'status',
+  'parentId',
+  'progress',
+  'message',
+  'details',
+  'result',
+  'error',
+  'priority',
+  'attempt',
+  'maxAttempts',
+  'runAt',
+  'idempotencyKey',
+  'createdAt',
+  'updatedAt',
+  'startedAt',
+  'completedAt',
+  'version',
+] as const satisfies readonly (keyof Task)[];
+type _TaskFieldsComplete = AssertSameKeys<Task, (typeof TASK_FIELDS)[number]>;
+const _taskFieldsComplete: _TaskFieldsComplete = true;
+void _taskFieldsComplete;
+
+export type StatusCounts = Partial<Record<TaskStatus, number>>;
+
+/** `tasks.tree` / `tasks.get {include: ["children"]}` node (issue 4; shape provisional). */
+export interface TaskTreeNode extends Task {
+  children?: TaskTreeNode[];
+  childCounts?: StatusCounts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Params and results
+// ---------------------------------------------------------------------------------------------
+
+export interface CreateTaskParams {
+  type: string;
+  details?: JsonObject;
+  parentId?: string;
+  priority?: number;
+  maxAttempts?: number;
+  /** epoch ms */
+  runAt?: number;
+  idempotencyKey?: string;
+  /** graph: a client-side name other items of the same `tasks.createMany` may use as parentId/dependsOn. */
+  ref?: string;
+  /** graph: ids (or refs within one createMany) that must be COMPLETED before this task runs. */
+  dependsOn?: string[];
+  /** graph: what a failed child does to this parent. */
+  onChildFailure?: 'fail' | 'continue';
+}
+
+export interface IdParams {
+  id: string;
+}
+
+export interface GetTaskParams {
+  id: string;
+  /** graph: `["children"]` returns the subtree. */
+  include?: 'children'[];
+}
+
+export interface ListTasksParams {
+  status?: TaskStatus[];
+  type?: string[];
+  parentId?: string;
+  /** 1-1000, default 50 */
+  limit?: number;
+  cursor?: string;
+}
+
+export interface PruneParams {
+  olderThanMs?: number;
+  statuses?: TerminalStatus[];
+}
+
+export interface QueueScopeParams {
+  /** one task type; omitted = every type */
+  type?: string;
+}
+
+export interface SetConcurrencyParams {
+  type?: string;
+  limit: number;
+}
+
+export interface HandlerInfo {
+  type: string;
+  concurrency: number;
+  maxAttempts: number;
+  timeoutS: number | null;
+  detailsSchema: JsonObject | null;
+}
+
+export interface SystemInfo {
+  version: string;
+  protocolVersion: string;
+  pid: number;
+  dbPath: string;
+  handlers: HandlerInfo[];
+}
+
+export interface TaskList {
+  tasks: Task[];
+  nextCursor: string | null;
+}
+
+export interface TaskStats {
+  total: number;
+  byStatus: StatusCounts;
+  byType: Record<string, StatusCounts>;
+}
+
+/** Result of queue.pause / queue.resume / queue.setConcurrency (issue 4; shape provisional). */
+export type QueueControlResult = JsonValue;
+
+/** An OpenRPC document (only the parts the bridge reads are typed). */
+export interface OpenRpcDocument {
+  openrpc: string;
+  info?: { title?: string; version?: string };
+  methods: Array<{
+    name: string;
+    params?: Array<{ name: string; required?: boolean; schema?: JsonValue }>;
+    result?: { name?: string; schema?: JsonValue };
+    errors?: Array<{ code: number; message: string }>;
+    paramStructure?: string;
+  }>;
+  components?: { schemas?: Record<string, JsonValue>; [key: string]: JsonValue | undefined };
+}
+
+/** Marker for methods without params (the client sends no `params` member). */
+export type NoParams = undefined;
+
+/** Every protocol method: params and result. */
+export interface Methods {
+  'system.ping': { params: NoParams; result: 'pong' };
+  'system.info': { params: NoParams; result: SystemInfo };
+  'system.shutdown': { params: NoParams; result: null };
+  'tasks.create': { params: CreateTaskParams; result: Task };
+  'tasks.createMany': { params: { tasks: CreateTaskParams[] }; result: { tasks: Task[] } };
+  'tasks.get': { params: GetTaskParams; result: TaskTreeNode };
+  'tasks.list': { params: ListTasksParams; result: TaskList };
+  'tasks.stats': { params: NoParams; result: TaskStats };
+  'tasks.cancel': { params: IdParams; result: Task };
+  'tasks.retry': { params: IdParams; result: Task };
+  'tasks.delete': { params: IdParams; result: { deleted: number } };
+  'tasks.prune': { params: PruneParams; result: { deleted: number } };
+  // graph methods (issue 4)
+  'tasks.tree': { params: IdParams; result: TaskTreeNode };
+  'tasks.pause': { params: IdParams; result: Task };
+  'tasks.resume': { params: IdParams; result: Task };
+  'queue.pause': { params: QueueScopeParams; result: QueueControlResult };
+  'queue.resume': { params: QueueScopeParams; result: QueueControlResult };
+  'queue.setConcurrency': { params: SetConcurrencyParams; result: QueueControlResult };
+  // protocol description
+  'rpc.discover': { params: NoParams; result: OpenRpcDocument };
+}
+
+export type MethodName = keyof Methods;
+export type ParamsOf<M extends MethodName> = Methods[M]['params'];
+export type ResultOf<M extends MethodName> = Methods[M]['result'];
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+// ---------------------------------------------------------------------------------------------
+
+export interface ReadyInfo {
+  version: string;
+  protocolVersion: string;
+  pid: number;
+  dbPath: string;
+  recovered: { requeued: number; failed: number };
+}
+
+export interface TaskUpdatedParams {
+  /** 1 per process, +1 per task.updated: a gap means a lost message. */
+  seq: number;
+  task: Task;
+}
+
+export interface TaskDeletedParams {
+  ids: string[];
+}
+
+export interface Notifications {
+  'sidecar.ready': ReadyInfo;
+  'task.updated': TaskUpdatedParams;
+  'task.deleted': TaskDeletedParams;
+}
+export type NotificationName = keyof Notifications;
+
+// ---------------------------------------------------------------------------------------------
+// Error codes
+// ---------------------------------------------------------------------------------------------
+
+/** Codes the sidecar answers with (docs/protocol.md "Errors"). */
+export const ErrorCode = {
+  ParseError: -32700,
+  InvalidRequest: -32600,
+  MethodNotFound: -32601,
+  InvalidParams: -32602,
+  InternalError: -32603,
+  TaskNotFound: -32001,
+  InvalidTransition: -32002,
+  UnknownTaskType: -32003,
+  DependencyCycle: -32004,
+  ShuttingDown: -32005,
+  StorageError: -32006,
+} as const;
+
+/**
+ * Codes the bridge itself produces (never sent by the sidecar). They sit outside the JSON-RPC
+ * reserved range used by the sidecar so they cannot be confused with its answers.
+ */
+export const ClientErrorCode = {
+  /** The caller's AbortSignal fired (same value as LSP's RequestCancelled). */
+  Cancelled: -32800,
+  /** No response within the per-call timeout. */
+  Timeout: -32801,
+  /** The sidecar process exited (or its pipe broke) while the call was pending. */
+  SidecarExited: -32802,
+  /** The client is closed or never started; the call was not sent. */
+  NotRunning: -32803,
+  /** The sidecar did not become ready (start timeout, early exit, restart given up). */
+  StartFailed: -32804,
+  /** Renderer IPC only: the sender frame failed the origin check. */
+  Forbidden: -32805,
+  /** Renderer IPC only: the method is not on the relay's allow-list. */
+  NotAllowed: -32806,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Run-time method table
+// ---------------------------------------------------------------------------------------------
+
+/** A small, dependency-free description of one param, used to validate untrusted input. */
+export type FieldSpec =
+  | { kind: 'string'; optional?: boolean; maxLength?: number; minLength?: number }
+  | { kind: 'integer'; optional?: boolean; min?: number; max?: number }
+  | { kind: 'enum'; optional?: boolean; values: readonly string[] }
+  | { kind: 'stringArray'; optional?: boolean; maxItems?: number; minItems?: number; maxLength?: number; values?: readonly string[] }
+  | { kind: 'jsonObject'; optional?: boolean; maxBytes?: number }
+  | { kind: 'objectArray'; optional?: boolean; minItems?: number; maxItems?: number; item: ParamsSpec };
+
+export type ParamsSpec = { readonly [key: string]: FieldSpec };
+
+/** One spec per param key of T: no key missing, no key extra. */
+type SpecFor<T> = T extends undefined ? null : { readonly [K in keyof Required<T>]: FieldSpec };
+
+export interface MethodSpec<M extends MethodName> {
+  /** Field specs for the params object, or null for a method without params. */
+  params: SpecFor<ParamsOf<M>>;
+  /** From issue 4 (task graphs): typed here, possibly not implemented by a given sidecar yet. */
+  graph?: boolean;
+  /** Changes or removes data irreversibly: only exposed to renderers when the app opts in. */
+  destructive?: boolean;
+  /** Never reachable from a renderer. */
+  internal?: boolean;
+}
+
+const ID: FieldSpec = { kind: 'string', minLength: 1, maxLength: 200 };
+const MAX_DETAILS_BYTES = 1024 * 1024;
+
+const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec } = {
+  type: { kind: 'string', minLength: 1, maxLength: 200 },
+  details: { kind: 'jsonObject', optional: true, maxBytes: MAX_DETAILS_BYTES },
+  parentId: { ...ID, optional: true },
+  priority: { kind: 'integer', optional: true, min: -1_000_000, max: 1_000_000 },
+  maxAttempts: { kind: 'integer', optional: true, min: 1, max: 1000 },
+  runAt: { kind: 'integer', optional: true, min: 0 },
+  idempotencyKey: { kind: 'string', optional: true, minLength: 1, maxLength: 500 },
+  ref: { kind: 'string', optional: true, minLength: 1, maxLength: 200 },
+  dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, maxLength: 200 },
+  onChildFailure: { kind: 'enum', optional: true, values: ['fail', 'continue'] },
+};
+
+/** Params of `tasks.create` that come from issue 4 (graphs), not the core protocol. */
+export const GRAPH_CREATE_PARAMS: readonly (keyof CreateTaskParams)[] = ['ref', 'dependsOn', 'onChildFailure'];
+
+export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
+  'system.ping': { params: null },
+  'system.info': { params: null },
+  'system.shutdown': { params: null, internal: true },
+  'tasks.create': { params: CREATE_SPEC },
+  'tasks.createMany': {
+    params: { tasks: { kind: 'objectArray', minItems: 1, maxItems: 10_000, item: CREATE_SPEC } },
+  },
+  'tasks.get': {
+    params: { id: ID, include: { kind: 'stringArray', optional: true, values: ['children'], maxItems: 1 } },
+  },
+  'tasks.list': {
+    params: {
+      status: { kind: 'stringArray', optional: true, values: TASK_STATUSES, maxItems: TASK_STATUSES.length },
+      type: { kind: 'stringArray', optional: true, maxItems: 1000, maxLength: 200 },
+      parentId: { ...ID, optional: true },
+      limit: { kind: 'integer', optional: true, min: 1, max: 1000 },
+      cursor: { kind: 'string', optional: true, maxLength: 1000 },
+    },
+  },
+  'tasks.stats': { params: null },
+  'tasks.cancel': { params: { id: ID } },
+  'tasks.retry': { params: { id: ID } },
+  'tasks.delete': { params: { id: ID }, destructive: true },
+  'tasks.prune': {
+    params: {
+      olderThanMs: { kind: 'integer', optional: true, min: 0 },
+      statuses: { kind: 'stringArray', optional: true, values: TERMINAL_STATUSES, maxItems: TERMINAL_STATUSES.length },
+    },
+    destructive: true,
+  },
+  'tasks.tree': { params: { id: ID }, graph: true },
+  'tasks.pause': { params: { id: ID }, graph: true },
+  'tasks.resume': { params: { id: ID }, graph: true },
+  'queue.pause': { params: { type: { kind: 'string', optional: true, maxLength: 200 } }, graph: true },
+  'queue.resume': { params: { type: { kind: 'string', optional: true, maxLength: 200 } }, graph: true },
+  'queue.setConcurrency': {
+    params: {
+      type: { kind: 'string', optional: true, maxLength: 200 },
+      limit: { kind: 'integer', min: 0, max: 10_000 },
+    },
+    graph: true,
+  },
+  'rpc.discover': { params: null, internal: true },
+};
+
+export const METHOD_NAMES = Object.keys(METHOD_SPECS) as MethodName[];
+
+// ---------------------------------------------------------------------------------------------
+// Compile-time helpers
+// ---------------------------------------------------------------------------------------------
+
+/** `true` when K is exactly the key set of T, else `false` (used for compile-time checks). */
+export type AssertSameKeys<T, K extends PropertyKey> = [Exclude<keyof T, K>] extends [never]
+  ? [Exclude<K, keyof T>] extends [never]
+    ? true
+    : false
+  : false;

@@ -1,0 +1,154 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { RpcConnection, type LogEntry } from '../src/connection';
+import { SidecarError } from '../src/errors';
+import { ClientErrorCode, ErrorCode } from '../src/protocol';
+import { FakePeer, sleep } from './helpers';
+
+function connect(): { peer: FakePeer; conn: RpcConnection; notes: Array<[string, unknown]>; logs: LogEntry[] } {
+  const peer = new FakePeer();
+  const notes: Array<[string, unknown]> = [];
+  const logs: LogEntry[] = [];
+  const conn = new RpcConnection({
+    input: peer.toClient,
+    output: peer.toPeer,
+    onNotification: (m, p) => notes.push([m, p]),
+    logger: (e) => logs.push(e),
+  });
+  return { peer, conn, notes, logs };
+}
+
+test('responses are matched to requests by id, in any order', async () => {
+  const { peer, conn } = connect();
+  const a = conn.request('tasks.get', { id: 'a' });
+  const b = conn.request('tasks.get', { id: 'b' });
+  const ra = await peer.nextRequest(0);
+  const rb = await peer.nextRequest(1);
+  assert.equal(ra.method, 'tasks.get');
+  assert.deepEqual(ra.params, { id: 'a' });
+  peer.send({ jsonrpc: '2.0', id: rb.id, result: 'B' });
+  peer.send({ jsonrpc: '2.0', id: ra.id, result: 'A' });
+  assert.deepEqual(await Promise.all([a, b]), ['A', 'B']);
+  assert.equal(conn.pendingCount, 0);
+});
+
+test('a method without params sends no params member', async () => {
+  const { peer, conn } = connect();
+  const p = conn.request('system.ping', undefined);
+  const req = await peer.nextRequest(0);
+  assert.equal('params' in req, false);
+  peer.send({ jsonrpc: '2.0', id: req.id, result: 'pong' });
+  assert.equal(await p, 'pong');
+});
+
+test('an error response becomes a SidecarError with code, message and data', async () => {
+  const { peer, conn } = connect();
+  const p = conn.request('tasks.get', { id: 'nope' });
+  const req = await peer.nextRequest(0);
+  peer.send({ jsonrpc: '2.0', id: req.id, error: { code: -32001, message: 'task not found', data: { id: 'nope' } } });
+  await assert.rejects(p, (err: unknown) => {
+    assert.ok(err instanceof SidecarError);
+    assert.ok(err instanceof Error);
+    assert.equal(err.code, ErrorCode.TaskNotFound);
+    assert.equal(err.message, 'task not found');
+    assert.deepEqual(err.data, { id: 'nope' });
+    assert.equal(err.method, 'tasks.get');
+    return true;
+  });
+});
+
+test('a call times out with ClientErrorCode.Timeout and a late answer is ignored', async () => {
+  const { peer, conn, logs } = connect();
+  const started = Date.now();
+  await assert.rejects(conn.request('tasks.list', {}, { timeoutMs: 50 }), (err: unknown) => {
+    assert.ok(err instanceof SidecarError);
+    assert.equal(err.code, ClientErrorCode.Timeout);
+    assert.match(err.message, /tasks\.list.*50 ms/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 1000);
+  const req = await peer.nextRequest(0);
+  peer.send({ jsonrpc: '2.0', id: req.id, result: { late: true } });
+  await sleep(20);
+  assert.ok(logs.some((l) => /late or unknown response/.test(l.message)));
+});
+
+test('an AbortSignal cancels waiting (before and after sending)', async () => {
+  const { conn } = connect();
+  const ac = new AbortController();
+  const p = conn.request('tasks.list', {}, { signal: ac.signal });
+  ac.abort(new Error('user left the page'));
+  await assert.rejects(p, (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.Cancelled && /cancelled/.test(err.message));
+  await assert.rejects(conn.request('tasks.list', {}, { signal: AbortSignal.abort() }), (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.Cancelled);
+  assert.equal(conn.pendingCount, 0);
+});
+
+test('close() rejects every pending call with a clear error, and later calls too', async () => {
+  const { conn } = connect();
+  const p1 = conn.request('tasks.get', { id: 'x' });
+  const p2 = conn.request('tasks.stats', undefined);
+  conn.close(new SidecarError(ClientErrorCode.SidecarExited, 'the sidecar exited unexpectedly (signal SIGKILL)', { signal: 'SIGKILL' }));
+  for (const [p, method] of [
+    [p1, 'tasks.get'],
+    [p2, 'tasks.stats'],
+  ] as const) {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof SidecarError);
+      assert.equal(err.code, ClientErrorCode.SidecarExited);
+      assert.match(err.message, new RegExp(`^${method.replace('.', '\\.')}: the sidecar exited unexpectedly`));
+      assert.deepEqual(err.data, { method, signal: 'SIGKILL' });
+      return true;
+    });
+  }
+  await assert.rejects(conn.request('system.ping', undefined), (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.SidecarExited);
+});
+
+test('notifications are delivered in order; non-JSON and foreign lines are logged and skipped', async () => {
+  const { peer, notes, logs } = connect();
+  peer.raw('Traceback (most recent call last): oops\n');
+  for (let seq = 1; seq <= 50; seq++) peer.send({ jsonrpc: '2.0', method: 'task.updated', params: { seq } });
+  peer.raw('{"not":"jsonrpc"}\n');
+  peer.send({ jsonrpc: '2.0', method: 'task.deleted', params: { ids: ['a'] } });
+  await sleep(20);
+  assert.deepEqual(
+    notes.filter(([m]) => m === 'task.updated').map(([, p]) => (p as { seq: number }).seq),
+    Array.from({ length: 50 }, (_, i) => i + 1),
+  );
+  assert.deepEqual(notes.at(-1), ['task.deleted', { ids: ['a'] }]);
+  assert.ok(logs.some((l) => l.source === 'stdout' && /Traceback/.test(l.message)));
+  assert.ok(logs.some((l) => /non-JSON-RPC/.test(l.message)));
+});
+
+test('a batch answer (array) is routed item by item; an id-less error is logged', async () => {
+  const { peer, conn, logs } = connect();
+  const a = conn.request('system.ping', undefined);
+  const b = conn.request('system.ping', undefined);
+  const ra = await peer.nextRequest(0);
+  const rb = await peer.nextRequest(1);
+  peer.send([
+    { jsonrpc: '2.0', id: ra.id, result: 'pong' },
+    { jsonrpc: '2.0', id: rb.id, error: { code: -32603, message: 'boom' } },
+  ]);
+  peer.send({ jsonrpc: '2.0', id: null, error: { code: -32700, message: 'Parse error' } });
+  assert.equal(await a, 'pong');
+  await assert.rejects(b, /boom/);
+  await sleep(10);
+  assert.ok(logs.some((l) => /without id: -32700/.test(l.message)));
+});
+
+test('a request written after the output closed fails with SidecarExited, not an unhandled error', async () => {
+  const { peer, conn } = connect();
+  peer.toPeer.destroy();
+  await assert.rejects(conn.request('system.ping', undefined), (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.SidecarExited);
+});
+
+test('a huge request is written completely with backpressure', async () => {
+  const { peer, conn } = connect();
+  const details = { blob: 'z'.repeat(5 * 1024 * 1024) };
+  const p = conn.request('tasks.create', { type: 'demo.noop', details });
+  const req = await peer.nextRequest(0);
+  assert.equal((req.params as { details: { blob: string } }).details.blob.length, details.blob.length);
+  peer.send({ jsonrpc: '2.0', id: req.id, result: { ok: 1 } });
+  assert.deepEqual(await p, { ok: 1 });
+});
