@@ -90,6 +90,9 @@ def _relevance(error: ValidationError) -> tuple[int, int]:
     return (-len(error.absolute_path), 0)
 
 
+_MEMBERS = frozenset(("jsonrpc", "method", "params", "id"))
+
+
 def _validate_request(request: Any) -> Any:
     """Structural JSON-RPC 2.0 check; jsonrpcserver's jsonschema validator costs ~28 µs a call."""
     if not isinstance(request, dict):
@@ -102,7 +105,7 @@ def _validate_request(request: Any) -> Any:
         ident = request["id"]
         if isinstance(ident, bool) or not isinstance(ident, (str, int, float, type(None))):
             raise ValueError("id")
-    if len(request) > 4 and any(k not in ("jsonrpc", "method", "params", "id") for k in request):
+    if any(k not in _MEMBERS for k in request):
         raise ValueError("unknown member")
     return request
 

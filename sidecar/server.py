@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import peewee
 from filelock import FileLock, Timeout
 
 from sidecar import PROTOCOL_VERSION, __version__
@@ -86,7 +87,7 @@ class Sidecar:
         try:
             try:
                 recovered = self._open_database()
-            except (sqlite3.DatabaseError, migrations.SchemaTooNew) as exc:
+            except (sqlite3.DatabaseError, peewee.DatabaseError, migrations.SchemaTooNew) as exc:
                 log.error(
                     "cannot open database %s: %s. If the file is corrupt, move it aside "
                     "(with its -wal and -shm files) and start again to begin with an empty one.",

@@ -1,0 +1,138 @@
+"""Bad input gets a clear JSON-RPC error and the sidecar keeps serving."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from tests.sidecar_client import SidecarProcess
+
+
+def answer_to(sidecar: SidecarProcess, raw: bytes) -> dict:
+    before = len(sidecar.messages)
+    sidecar.send_raw(raw)
+    sidecar.call("system.ping")  # the sidecar kept serving, and answered the bad line first
+    return next(m for m in sidecar.messages[before:] if not (isinstance(m, dict) and m.get("result") == "pong"))
+
+
+@pytest.mark.parametrize(
+    "raw, code",
+    [
+        (b"not json\n", -32700),
+        (b"{\"jsonrpc\": \"2.0\", \"id\": 1, \n", -32700),
+        (b"\xff\xfe\xfa invalid utf-8\n", -32700),
+        (b"[]\n", -32600),
+        (b"42\n", -32600),
+        (b'{"id": 1, "method": "system.ping"}\n', -32600),
+        (b'{"jsonrpc": "1.0", "id": 1, "method": "system.ping"}\n', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}\n', -32600),
+        (b'{"jsonrpc": "2.0", "id": {"x": 1}, "method": "system.ping"}\n', -32600),
+        (b'{"jsonrpc": "2.0", "id": 1, "method": "system.ping", "extra": true}\n', -32600),
+    ],
+)
+def test_malformed_messages(sidecar: SidecarProcess, raw: bytes, code: int) -> None:
+    answer = answer_to(sidecar, raw)
+    assert answer["error"]["code"] == code and answer["id"] is None
+
+
+def test_unknown_method_names_it(sidecar: SidecarProcess) -> None:
+    err = sidecar.error("tasks.explode", {})
+    assert err.code == -32601 and err.data == "tasks.explode"
+
+
+@pytest.mark.parametrize(
+    "method, params, field",
+    [
+        ("tasks.create", {}, "type"),
+        ("tasks.create", {"type": 5}, "type"),
+        ("tasks.create", {"type": "demo.sleep", "details": {"seconds": "x"}}, "details.seconds"),
+        ("tasks.create", {"type": "demo.sleep", "details": {"seconds": -1}}, "details.seconds"),
+        ("tasks.create", {"type": "demo.sleep", "details": {"stepz": 1}}, "details.stepz"),
+        ("tasks.create", {"type": "demo.sleep", "details": []}, "details"),
+        ("tasks.create", {"type": "demo.noop", "priority": 1.5}, "priority"),
+        ("tasks.create", {"type": "demo.noop", "maxAttempts": 0}, "maxAttempts"),
+        ("tasks.create", {"type": "demo.noop", "bogus": 1}, "bogus"),
+        ("tasks.create", {"type": "demo.noop", "parentId": "no-such-task"}, "parentId"),
+        ("tasks.createMany", {"tasks": []}, "tasks"),
+        ("tasks.createMany", {"tasks": [{"type": "demo.noop"}, {"type": "demo.fail", "details": {"retryable": "yes"}}]},
+         "tasks[1].details.retryable"),
+        ("tasks.get", {}, "id"),
+        ("tasks.get", {"id": 7}, "id"),
+        ("tasks.list", {"limit": "10"}, "limit"),
+        ("tasks.prune", {"statuses": ["RUNNING"]}, "statuses[0]"),
+        ("tasks.get", ["positional"], "params"),
+    ],
+)
+def test_invalid_params_name_the_field(sidecar: SidecarProcess, method: str, params, field: str) -> None:
+    err = sidecar.error(method, params)
+    assert err.code == -32602, err
+    assert err.data["field"] == field
+    assert field in err.message
+    assert sidecar.call("tasks.stats")["total"] == 0  # nothing reached the store
+
+
+def test_unknown_task_type(sidecar: SidecarProcess) -> None:
+    err = sidecar.error("tasks.create", {"type": "no.such.type"})
+    assert err.code == -32003 and err.data["type"] == "no.such.type"
+
+
+@pytest.mark.parametrize("method", ["tasks.get", "tasks.cancel", "tasks.retry", "tasks.delete"])
+@pytest.mark.parametrize("task_id", ["00000000-0000-0000-0000-000000000000", "not-even-a-uuid"])
+def test_task_not_found(sidecar: SidecarProcess, method: str, task_id: str) -> None:
+    err = sidecar.error(method, {"id": task_id})
+    assert err.code == -32001 and err.data == {"id": task_id}
+
+
+def test_a_line_over_the_limit_is_refused_unparsed(start_sidecar) -> None:
+    sidecar = start_sidecar("--max-message-bytes", "1000")
+    answer = answer_to(sidecar, b'{"jsonrpc":"2.0","id":1,"method":"system.ping","params":{"x":"' + b"a" * 5000 + b'"}}\n')
+    assert answer["error"]["code"] == -32600 and answer["id"] is None
+    assert "exceeds the limit" in answer["error"]["data"]
+
+
+def test_batches_are_answered_item_by_item(sidecar: SidecarProcess) -> None:
+    before = len(sidecar.messages)
+    sidecar.send([
+        {"jsonrpc": "2.0", "id": "a", "method": "system.ping"},
+        {"jsonrpc": "2.0", "id": "b", "method": "nope"},
+        {"bad": True},
+        {"jsonrpc": "2.0", "method": "system.ping"},  # a notification: no answer
+        {"jsonrpc": "2.0", "id": "c", "method": "tasks.create", "params": {"type": "demo.noop"}},
+    ])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list), before)
+    assert [m.get("id") for m in batch] == ["a", "b", None, "c"]
+    assert batch[0]["result"] == "pong"
+    assert batch[1]["error"]["code"] == -32601
+    assert batch[2]["error"]["code"] == -32600
+    assert batch[3]["result"]["status"] == "QUEUED"
+
+
+def test_a_batch_over_ten_thousand_is_one_error(sidecar: SidecarProcess) -> None:
+    answer = answer_to(sidecar, orjson.dumps([{"jsonrpc": "2.0", "id": i, "method": "system.ping"} for i in range(10_001)]) + b"\n")
+    assert answer["error"]["code"] == -32600
+
+
+def test_a_batch_of_ten_thousand_is_answered(sidecar: SidecarProcess) -> None:
+    before = len(sidecar.messages)
+    sidecar.send([{"jsonrpc": "2.0", "id": i, "method": "system.ping"} for i in range(10_000)])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list), before, timeout=30)
+    assert len(batch) == 10_000 and {m["result"] for m in batch} == {"pong"}
+
+
+def test_notifications_are_executed_but_never_answered(sidecar: SidecarProcess) -> None:
+    sidecar.send({"jsonrpc": "2.0", "method": "tasks.create", "params": {"type": "demo.noop"}})
+    sidecar.send({"jsonrpc": "2.0", "method": "no.such.method"})
+    assert sidecar.call("system.ping") == "pong"
+    created = sidecar.wait_notification(lambda m: m["method"] == "task.updated")
+    assert created["params"]["task"]["type"] == "demo.noop"
+    assert all("id" not in m or m.get("result") == "pong" for m in sidecar.messages if isinstance(m, dict) and "method" not in m)
+
+
+def test_unicode_round_trips(sidecar: SidecarProcess) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.noop", "details": {"title": "ünïcødé ✓ 😀 \u2028"}})
+    assert sidecar.call("tasks.get", {"id": task["id"]})["details"]["title"] == "ünïcødé ✓ 😀 \u2028"
+
+
+def test_crlf_line_endings_are_accepted(sidecar: SidecarProcess) -> None:
+    sidecar.send_raw(b'{"jsonrpc":"2.0","id":"crlf","method":"system.ping"}\r\n')
+    assert sidecar.response("crlf")["result"] == "pong"

@@ -1,0 +1,193 @@
+"""Start-up, shutdown, crash recovery and exclusivity, observed from outside the process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.sidecar_client import ROOT, SidecarProcess, sidecar_command
+
+
+def db_rows(db: Path, sql: str, *params) -> list[tuple]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def test_ready_is_the_first_line(sidecar: SidecarProcess, db_path: Path) -> None:
+    first = orjson.loads(sidecar.lines[0])
+    assert first["method"] == "sidecar.ready" and "id" not in first
+    params = first["params"]
+    assert params["protocolVersion"] == "1" and params["pid"] == sidecar.proc.pid
+    assert params["dbPath"] == str(db_path) and params["recovered"] == {"requeued": 0, "failed": 0}
+    assert sidecar.call("system.ping") == "pong"
+
+
+def test_info_lists_handlers_with_their_details_schema(sidecar: SidecarProcess) -> None:
+    info = sidecar.call("system.info")
+    assert info["protocolVersion"] == "1" and info["pid"] == sidecar.proc.pid
+    handlers = {h["type"]: h for h in info["handlers"]}
+    assert {"demo.noop", "demo.sleep", "demo.fail"} <= set(handlers)
+    sleep = handlers["demo.sleep"]
+    assert sleep["maxAttempts"] == 3 and sleep["detailsSchema"]["properties"]["seconds"]["default"] == 1
+
+
+def test_stdin_eof_requeues_running_tasks_and_exits_zero(start_sidecar, db_path: Path) -> None:
+    sidecar = start_sidecar("--grace-seconds", "0.5")
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 60, "steps": 600}})
+    sidecar.wait_notification(lambda m: m["method"] == "task.updated" and m["params"]["task"]["progress"] > 0)
+    sidecar.close_stdin()
+    assert sidecar.wait_exit() == 0
+    (status, attempt, checkpoint), = db_rows(db_path, "SELECT status, attempt, checkpoint FROM tasks WHERE id=?", task["id"])
+    assert status == "QUEUED" and attempt == 1 and orjson.loads(checkpoint)["step"] >= 1
+    assert not Path(str(db_path) + ".lock").exists() or _lock_is_free(db_path)
+
+
+def _lock_is_free(db_path: Path) -> bool:
+    from filelock import FileLock
+
+    lock = FileLock(str(db_path) + ".lock")
+    lock.acquire(timeout=1)
+    lock.release()
+    return True
+
+
+def test_system_shutdown_answers_then_exits_zero(sidecar: SidecarProcess) -> None:
+    assert sidecar.call("system.shutdown") is None
+    assert sidecar.wait_exit() == 0
+
+
+def test_sigterm_stops_gracefully(sidecar: SidecarProcess) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 60}})
+    sidecar.wait_status(task["id"], "RUNNING")
+    sidecar.proc.send_signal(signal.SIGTERM)
+    assert sidecar.wait_exit() == 0
+    last = sidecar.updates(task["id"])[-1]
+    assert last["status"] == "QUEUED"  # announced before exit
+
+
+def test_sigkill_mid_task_then_restart_resumes_from_the_checkpoint(start_sidecar, db_path: Path) -> None:
+    first = start_sidecar()
+    task = first.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 2, "steps": 20}})
+    done = first.call("tasks.create", {"type": "demo.noop"})
+    first.wait_status(done["id"], "COMPLETED")
+    first.wait_notification(
+        lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == task["id"]
+        and m["params"]["task"]["progress"] >= 30
+    )
+    first.kill()
+    assert db_rows(db_path, "SELECT status FROM tasks WHERE id=?", task["id"]) == [("RUNNING",)]
+
+    second = start_sidecar()
+    assert second.ready["recovered"] == {"requeued": 1, "failed": 0}
+    finished = second.wait_status(task["id"], "COMPLETED", timeout=10)
+    assert finished["attempt"] == 2
+    assert finished["result"]["resumedFrom"] >= 5  # resumed, not restarted
+    # the completed task did not run again
+    assert all(u["id"] != done["id"] for u in second.updates())
+    assert second.call("tasks.get", {"id": done["id"]})["status"] == "COMPLETED"
+    assert db_rows(db_path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_out_of_attempts_after_crash_fails_the_task(start_sidecar, db_path: Path) -> None:
+    first = start_sidecar()
+    task = first.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}, "maxAttempts": 1})
+    first.wait_status(task["id"], "RUNNING")
+    first.kill()
+    second = start_sidecar()
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 1}
+    failed = second.call("tasks.get", {"id": task["id"]})
+    assert failed["status"] == "FAILED" and "interrupted" in failed["error"]
+
+
+def test_a_second_sidecar_on_the_same_database_refuses_to_start(sidecar: SidecarProcess, db_path: Path) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 1}})
+    second = subprocess.run(
+        [*sidecar_command(), "--db", str(db_path)],
+        cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    )
+    assert second.returncode == 3
+    assert second.stdout == b""
+    assert b"another task-sidecar already uses" in second.stderr
+    assert sidecar.wait_status(task["id"], "COMPLETED", timeout=10)["attempt"] == 1
+
+
+def test_stray_output_never_reaches_the_protocol_stream(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.noisy"})
+    sidecar.wait_status(task["id"], "COMPLETED")
+    sidecar.call("system.shutdown")
+    sidecar.wait_exit()
+    assert all(line.startswith(b"{") or line.startswith(b"[") for line in sidecar.lines)
+    for text in ("stray print from a handler", "stray sys.stdout write", "raw write to fd 1", "child process output"):
+        assert text in sidecar.stderr
+
+
+def test_the_sidecar_exits_when_its_parent_dies(tmp_path: Path) -> None:
+    # A middle process spawns the sidecar with a pipe it keeps open, then is SIGKILLed.
+    script = (
+        "import subprocess, sys, time;"
+        f"p = subprocess.Popen({[*sidecar_command(), '--db', str(tmp_path / 'o.db')]!r}, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd={str(ROOT)!r});"
+        "print(p.pid, flush=True); time.sleep(60)"
+    )
+    middle = subprocess.Popen([os.sys.executable, "-c", script], stdout=subprocess.PIPE)
+    child_pid = int(middle.stdout.readline())
+    time.sleep(1.0)
+    middle.kill()
+    middle.wait()
+    middle.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            return
+        # reap if it became our child's zombie (it is re-parented to init, so just poll)
+        with open(f"/proc/{child_pid}/stat") as f:
+            if f.read().split()[2] == "Z":
+                return
+        time.sleep(0.2)
+    raise AssertionError("sidecar outlived its parent")
+
+
+def test_an_old_release_database_is_upgraded_in_place(tmp_path: Path, start_sidecar) -> None:
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    from sidecar.persistence.migrations import MIGRATIONS  # the v1 schema exactly as it shipped
+
+    class Shim:
+        def execute_sql(self, sql: str, params=()):
+            return conn.execute(sql, params)
+
+    MIGRATIONS[0](Shim())
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO tasks (id, type, status, progress, details, priority, created_at, updated_at) "
+        "VALUES ('11111111-1111-1111-1111-111111111111', 'demo.noop', 'QUEUED', 0, '{}', 0, 1000, 1000)"
+    )
+    conn.commit()
+    conn.close()
+    sidecar = start_sidecar(db=db)
+    done = sidecar.wait_status("11111111-1111-1111-1111-111111111111", "COMPLETED")
+    assert done["attempt"] == 1 and done["maxAttempts"] == 3
+    assert db_rows(db, "PRAGMA user_version")[0][0] >= 3
+
+
+def test_a_corrupt_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"this is not a database" * 100)
+    result = subprocess.run(
+        [*sidecar_command(), "--db", str(db)], cwd=ROOT, stdin=subprocess.DEVNULL,
+        capture_output=True, timeout=30,
+    )
+    assert result.returncode == 4 and result.stdout == b""
+    assert b"move it aside" in result.stderr
+    assert db.read_bytes() == b"this is not a database" * 100  # never silently replaced

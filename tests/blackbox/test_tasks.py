@@ -1,0 +1,264 @@
+"""Task behaviour as a client over stdio sees it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.sidecar_client import SidecarProcess
+
+
+def test_a_task_runs_with_progress_announced_in_order(sidecar: SidecarProcess) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0.4, "steps": 4}})
+    assert task["status"] == "QUEUED" and task["attempt"] == 0 and task["version"] == 1
+    done = sidecar.wait_status(task["id"], "COMPLETED")
+    assert done["progress"] == 100
+    assert done["result"] == {"steps": 4, "resumedFrom": 0}
+    assert done["attempt"] == 1 and done["completedAt"] >= done["startedAt"] >= done["createdAt"]
+
+    updates = sidecar.updates(task["id"])
+    statuses = [u["status"] for u in updates]
+    assert statuses[0] == "QUEUED" and statuses[1] == "RUNNING" and statuses[-1] == "COMPLETED"
+    progress = [u["progress"] for u in updates if u["status"] == "RUNNING"]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert [u["version"] for u in updates] == list(range(1, len(updates) + 1))
+    seqs = [n["params"]["seq"] for n in sidecar.notifications if n["method"] == "task.updated"]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert sidecar.call("tasks.get", {"id": task["id"]}) == done
+
+
+def test_progress_is_coalesced_and_the_last_value_arrives(start_sidecar) -> None:
+    sidecar = start_sidecar()
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 1.0, "steps": 1000}})
+    sidecar.wait_status(task["id"], "COMPLETED", timeout=15)
+    updates = sidecar.updates(task["id"])
+    running = [u for u in updates if u["status"] == "RUNNING"]
+    assert 3 <= len(running) <= 20  # 1,000 reports in ~1 s become about 10 announcements
+    assert updates[-1]["progress"] == 100 and updates[-1]["message"] == "step 1000/1000"
+
+
+def test_the_latest_progress_arrives_even_when_the_handler_goes_quiet(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.burst"})
+    quiet = sidecar.wait_notification(
+        lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == task["id"]
+        and m["params"]["task"]["progress"] == 50, timeout=5,
+    )["params"]["task"]
+    assert quiet["status"] == "RUNNING" and quiet["message"] == "burst 500"
+    sidecar.wait_status(task["id"], "COMPLETED")
+
+
+def test_cancel_a_running_task(sidecar: SidecarProcess) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30, "steps": 300}})
+    sidecar.wait_status(task["id"], "RUNNING")
+    sidecar.call("tasks.cancel", {"id": task["id"]})
+    cancelled = sidecar.wait_status(task["id"], "CANCELLED", timeout=5)
+    assert cancelled["completedAt"] is not None
+    # a terminal task is never moved by the scheduler, and cannot be cancelled twice
+    err = sidecar.error("tasks.cancel", {"id": task["id"]})
+    assert err.code == -32002 and err.data == {"id": task["id"], "from": "CANCELLED", "to": "CANCELLED"}
+
+
+def test_cancel_a_queued_task_is_immediate(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "1")
+    blocker = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 2, "steps": 2}})
+    queued = sidecar.call("tasks.create", {"type": "demo.noop"})
+    sidecar.wait_status(blocker["id"], "RUNNING")
+    cancelled = sidecar.call("tasks.cancel", {"id": queued["id"]})
+    assert cancelled["status"] == "CANCELLED"
+    sidecar.call("tasks.cancel", {"id": blocker["id"]})
+    sidecar.wait_status(blocker["id"], "CANCELLED")
+    assert sidecar.call("tasks.get", {"id": queued["id"]})["attempt"] == 0  # never started
+
+
+def test_a_handler_ignoring_cancel_is_abandoned_after_the_grace_period(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers", "--grace-seconds", "0.5", "--concurrency", "1")
+    stuck = sidecar.call("tasks.create", {"type": "test.ignores_cancel", "details": {"seconds": 30}})
+    after = sidecar.call("tasks.create", {"type": "demo.noop"})
+    sidecar.wait_status(stuck["id"], "RUNNING")
+    sidecar.call("tasks.cancel", {"id": stuck["id"]})
+    sidecar.wait_status(stuck["id"], "CANCELLED", timeout=5)
+    sidecar.wait_status(after["id"], "COMPLETED", timeout=5)  # the slot was freed
+
+
+def test_failures_are_retried_with_backoff_then_fail(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.flaky", "details": {"succeed_on": 99}})
+    failed = sidecar.wait_status(task["id"], "FAILED", timeout=15)
+    assert failed["attempt"] == 3 and failed["maxAttempts"] == 3
+    assert failed["error"] == "RuntimeError: flaky failure on attempt 3"
+    updates = sidecar.updates(task["id"])
+    requeues = [u for u in updates if u["status"] == "QUEUED" and u["attempt"] > 0]
+    assert len(requeues) == 2
+    for u in requeues:  # backoff: not due before ~0.1 s, 0.2 s (x0.8 jitter)
+        assert u["runAt"] - u["updatedAt"] >= 0.08 * 1000 * (2 ** (u["attempt"] - 1))
+        assert u["error"].startswith("RuntimeError: flaky failure")
+
+
+def test_a_flaky_task_succeeds_on_a_later_attempt(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.flaky", "details": {"succeed_on": 2}})
+    done = sidecar.wait_status(task["id"], "COMPLETED", timeout=10)
+    assert done["result"] == {"attempt": 2} and done["error"] is None or done["result"] == {"attempt": 2}
+
+
+def test_non_retryable_failure_fails_at_once_and_retry_starts_a_new_series(sidecar: SidecarProcess) -> None:
+    task = sidecar.call("tasks.create", {"type": "demo.fail", "details": {"message": "boom"}})
+    failed = sidecar.wait_status(task["id"], "FAILED")
+    assert failed["attempt"] == 1 and failed["error"] == "boom"
+    again = sidecar.call("tasks.retry", {"id": task["id"]})
+    assert again["status"] == "QUEUED" and again["attempt"] == 0 and again["error"] is None
+    failed2 = sidecar.wait_notification(
+        lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == task["id"]
+        and m["params"]["task"]["status"] == "FAILED" and m["params"]["task"]["version"] > failed["version"]
+    )["params"]["task"]
+    assert failed2["attempt"] == 1
+    err = sidecar.error("tasks.retry", {"id": sidecar.call("tasks.create", {"type": "demo.noop"})["id"]})
+    assert err.code == -32002
+
+
+def test_retryable_demo_failure_uses_all_attempts(sidecar: SidecarProcess) -> None:
+    task = sidecar.call(
+        "tasks.create", {"type": "demo.fail", "details": {"retryable": True}, "maxAttempts": 2}
+    )
+    failed = sidecar.wait_status(task["id"], "FAILED", timeout=10)
+    assert failed["attempt"] == 2 and failed["error"] == "demo failure"
+
+
+def test_timeout_fails_the_attempt(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.slow"})
+    failed = sidecar.wait_status(task["id"], "FAILED", timeout=10)
+    assert failed["error"] == "timed out after 0.5s"
+
+
+def test_a_result_that_is_not_json_fails_the_task(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.bad_result"})
+    failed = sidecar.wait_status(task["id"], "FAILED")
+    assert "result is not JSON" in failed["error"]
+
+
+def test_idempotency_key_returns_the_existing_task(sidecar: SidecarProcess) -> None:
+    first = sidecar.call("tasks.create", {"type": "demo.noop", "idempotencyKey": "video-42"})
+    second = sidecar.call("tasks.create", {"type": "demo.noop", "idempotencyKey": "video-42"})
+    assert second["id"] == first["id"]
+    many = sidecar.call("tasks.createMany", {"tasks": [
+        {"type": "demo.noop", "idempotencyKey": "video-42"},
+        {"type": "demo.noop", "idempotencyKey": "video-43"},
+        {"type": "demo.noop", "idempotencyKey": "video-43"},
+    ]})["tasks"]
+    assert many[0]["id"] == first["id"] and many[1]["id"] == many[2]["id"] != first["id"]
+    assert sidecar.call("tasks.stats")["total"] == 2
+
+
+def test_create_many_is_all_or_nothing_and_in_request_order(sidecar: SidecarProcess) -> None:
+    err = sidecar.error("tasks.createMany", {"tasks": [
+        {"type": "demo.noop"}, {"type": "demo.noop", "parentId": "missing"}
+    ]})
+    assert err.code == -32602 and err.data["field"] == "tasks[1].parentId"
+    assert sidecar.call("tasks.stats")["total"] == 0
+    tasks = sidecar.call("tasks.createMany", {"tasks": [
+        {"type": "demo.noop", "details": {"n": i}} for i in range(200)
+    ]})["tasks"]
+    assert [t["details"]["n"] for t in tasks] == list(range(200))
+    for t in tasks:
+        sidecar.wait_status(t["id"], "COMPLETED")
+
+
+def test_priority_then_age_decides_the_order(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "1")
+    blocker = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0.5, "steps": 1}})
+    sidecar.wait_status(blocker["id"], "RUNNING")
+    low = sidecar.call("tasks.create", {"type": "demo.noop", "priority": 0})
+    old_high = sidecar.call("tasks.create", {"type": "demo.noop", "priority": 5})
+    new_high = sidecar.call("tasks.create", {"type": "demo.noop", "priority": 5})
+    for t in (low, old_high, new_high):
+        sidecar.wait_status(t["id"], "COMPLETED")
+    started = [u["id"] for u in sidecar.updates() if u["status"] == "RUNNING" and u["progress"] == 0]
+    assert started == [blocker["id"], old_high["id"], new_high["id"], low["id"]]
+
+
+def test_run_at_delays_the_start(sidecar: SidecarProcess) -> None:
+    run_at = int(time.time() * 1000) + 700
+    task = sidecar.call("tasks.create", {"type": "demo.noop", "runAt": run_at})
+    running = sidecar.wait_status(task["id"], "RUNNING", timeout=5)
+    assert running["startedAt"] >= run_at
+
+
+def test_per_type_concurrency_limit(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers", "--concurrency", "4")
+    tasks = [sidecar.call("tasks.create", {"type": "test.one_at_a_time", "details": {"seconds": 0.2}}) for _ in range(3)]
+    for t in tasks:
+        sidecar.wait_status(t["id"], "COMPLETED")
+    running, peak = 0, 0
+    for u in sidecar.updates():
+        if u["status"] == "RUNNING" and u["progress"] == 0 and u["version"] == 2:
+            running += 1
+        elif u["status"] == "COMPLETED":
+            running -= 1
+        peak = max(peak, running)
+    assert peak == 1
+
+
+def test_list_filters_and_paginates_newest_first(sidecar: SidecarProcess) -> None:
+    created = sidecar.call("tasks.createMany", {"tasks": [
+        {"type": "demo.noop" if i % 2 else "demo.fail", "details": {} } for i in range(25)
+    ]})["tasks"]
+    for t in created:
+        sidecar.wait_status(t["id"], "COMPLETED", "FAILED")
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = sidecar.call("tasks.list", {"limit": 7, **({"cursor": cursor} if cursor else {})})
+        seen += [t["id"] for t in page["tasks"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == [t["id"] for t in reversed(created)]
+    failed = sidecar.call("tasks.list", {"status": ["FAILED"], "limit": 100})["tasks"]
+    assert len(failed) == 13 and all(t["type"] == "demo.fail" for t in failed)
+    assert sidecar.call("tasks.list", {"type": ["demo.noop"]})["tasks"][0]["type"] == "demo.noop"
+    for bad in ({"limit": 0}, {"limit": 1001}, {"cursor": "not-a-cursor"}, {"status": ["DONE"]}):
+        err = sidecar.error("tasks.list", bad)
+        assert err.code == -32602 and err.data["field"] in ("limit", "cursor", "status[0]")
+
+
+def test_stats_delete_and_prune(sidecar: SidecarProcess) -> None:
+    a = sidecar.call("tasks.create", {"type": "demo.noop"})
+    b = sidecar.call("tasks.create", {"type": "demo.fail"})
+    long = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}})
+    sidecar.wait_status(a["id"], "COMPLETED")
+    sidecar.wait_status(b["id"], "FAILED")
+    sidecar.wait_status(long["id"], "RUNNING")
+    stats = sidecar.call("tasks.stats")
+    assert stats["total"] == 3
+    assert stats["byStatus"]["COMPLETED"] == 1 and stats["byStatus"]["FAILED"] == 1 and stats["byStatus"]["RUNNING"] == 1
+    assert stats["byType"]["demo.fail"] == {"FAILED": 1}
+    assert sidecar.error("tasks.delete", {"id": long["id"]}).code == -32002
+    assert sidecar.call("tasks.delete", {"id": a["id"]}) == {"deleted": 1}
+    assert sidecar.error("tasks.get", {"id": a["id"]}).code == -32001
+    deleted = sidecar.wait_notification(lambda m: m["method"] == "task.deleted")
+    assert deleted["params"] == {"ids": [a["id"]]}
+    assert sidecar.call("tasks.prune", {"olderThanMs": 3_600_000}) == {"deleted": 0}
+    assert sidecar.call("tasks.prune", {}) == {"deleted": 1}
+    assert sidecar.call("tasks.stats")["total"] == 1
+
+
+@pytest.mark.parametrize("n", [1, 50])
+def test_concurrency_is_respected(start_sidecar, n: int) -> None:
+    sidecar = start_sidecar("--concurrency", "2")
+    tasks = sidecar.call("tasks.createMany", {"tasks": [
+        {"type": "demo.sleep", "details": {"seconds": 0.05, "steps": 1}} for _ in range(n)
+    ]})["tasks"]
+    for t in tasks:
+        sidecar.wait_status(t["id"], "COMPLETED")
+    running = peak = 0
+    for u in sidecar.updates():
+        if u["status"] == "RUNNING" and u["version"] == 2:
+            running += 1
+        elif u["status"] == "COMPLETED":
+            running -= 1
+        peak = max(peak, running)
+    assert peak <= 2

@@ -1,0 +1,60 @@
+"""Handlers used by the black-box tests (loaded with ``--handlers fixture_handlers``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from sidecar.handlers import TaskContext, handler
+
+
+@handler("test.one_at_a_time", concurrency=1)
+def one_at_a_time(ctx: TaskContext) -> dict:
+    ctx.sleep(float(ctx.details.get("seconds", 0.2)))
+    return {"at": time.time()}
+
+
+@handler("test.noisy")
+def noisy(ctx: TaskContext) -> dict:
+    # Everything here must land on stderr, never on the protocol stream.
+    print("stray print from a handler")
+    sys.stdout.write("stray sys.stdout write\n")
+    os.write(1, b"raw write to fd 1\n")
+    subprocess.run([sys.executable, "-c", "print('child process output')"], check=True)
+    return {"ok": True}
+
+
+@handler("test.ignores_cancel")
+def ignores_cancel(ctx: TaskContext) -> dict:
+    deadline = time.monotonic() + float(ctx.details.get("seconds", 30))
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"finished": True}
+
+
+@handler("test.slow", timeout_s=0.5, max_attempts=1)
+def slow(ctx: TaskContext) -> dict:
+    ctx.sleep(30)
+    return {}
+
+
+@handler("test.flaky", max_attempts=3, retry_base_s=0.1, retry_max_s=1)
+def flaky(ctx: TaskContext) -> dict:
+    if ctx.attempt < int(ctx.details.get("succeed_on", 3)):
+        raise RuntimeError(f"flaky failure on attempt {ctx.attempt}")
+    return {"attempt": ctx.attempt}
+
+
+@handler("test.bad_result")
+def bad_result(ctx: TaskContext) -> object:
+    return {"not json": object()}
+
+
+@handler("test.burst")
+def burst(ctx: TaskContext) -> dict:
+    for i in range(1, 501):
+        ctx.progress(i / 10, f"burst {i}")
+    ctx.sleep(1.0)  # quiet: the last value must still be announced while RUNNING
+    return {}

@@ -1,0 +1,106 @@
+"""The store's SQL against a real SQLite file."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from sidecar.domain.states import Status
+from sidecar.persistence import migrations, models, store
+
+
+@pytest.fixture
+def db_file(tmp_path: Path) -> Path:
+    path = tmp_path / "store.db"
+    db = models.open_database(str(path))
+    migrations.upgrade(db)
+    db.close()
+    return path
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=wal")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def insert(conn: sqlite3.Connection, n: int, type: str = "demo.noop") -> list[str]:
+    ids = []
+    for i in range(n):
+        row = store.insert(
+            conn, task_id=f"t{i:05d}", type=type, status=Status.QUEUED, parent_id=None, details_json="{}",
+            priority=0, max_attempts=3, run_at=0, idempotency_key=None, now=1000 + i,
+        )
+        ids.append(row[0])
+    return ids
+
+
+def test_two_workers_never_claim_the_same_task(db_file: Path) -> None:
+    conn = connect(db_file)
+    insert(conn, 400)
+    claimed: list[list[str]] = [[] for _ in range(4)]
+
+    def worker(k: int) -> None:
+        c = connect(db_file)
+        while True:
+            c.execute("BEGIN IMMEDIATE")
+            row = store.claim(c, ["demo.noop"], 10_000)
+            c.execute("COMMIT")
+            if row is None:
+                return
+            claimed[k].append(row[0])
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    everything = [i for part in claimed for i in part]
+    assert len(everything) == 400 and len(set(everything)) == 400
+    assert conn.execute("SELECT COUNT(*) FROM tasks WHERE status='RUNNING' AND attempt=1").fetchone()[0] == 400
+
+
+def test_claim_skips_types_not_offered_and_tasks_not_due(db_file: Path) -> None:
+    conn = connect(db_file)
+    insert(conn, 1, type="other")
+    assert store.claim(conn, ["demo.noop"], 10_000) is None
+    conn.execute("UPDATE tasks SET type='demo.noop', run_at=20000")
+    assert store.claim(conn, ["demo.noop"], 10_000) is None
+    assert store.next_run_at(conn, ["demo.noop"], 10_000) == 20000
+    assert store.claim(conn, ["demo.noop"], 20_000) is not None
+
+
+def test_transition_is_refused_by_the_state_machine(db_file: Path) -> None:
+    conn = connect(db_file)
+    (task_id,) = insert(conn, 1)
+    assert store.transition(conn, task_id, Status.COMPLETED, 2000) is None  # QUEUED -> COMPLETED: not allowed
+    row = store.transition(conn, task_id, Status.CANCELLED, 2000, completed_at=2000)
+    assert row is not None and store.row_status(row) == "CANCELLED" and row[store.COLUMNS.index("version")] == 2
+    assert store.transition(conn, task_id, Status.RUNNING, 2000) is None
+
+
+def test_cursor_round_trip_and_forgery() -> None:
+    cursors = store.Cursors(b"k" * 16)
+    token = cursors.issue(1234, 56)
+    assert cursors.parse(token) == (1234, 56)
+    assert store.Cursors(b"x" * 16).parse(token) is None
+    assert cursors.parse("garbage") is None
+    assert cursors.parse("") is None
+
+
+def test_migrated_schema_matches_the_model(db_file: Path) -> None:
+    conn = connect(db_file)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
+    assert columns == {f.column_name for f in models.Task._meta.sorted_fields}
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
+    plan = " ".join(
+        str(r) for r in conn.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE status='QUEUED' AND run_at <= 1 AND type IN ('a') "
+            "ORDER BY priority DESC, created_at, rowid LIMIT 1"
+        )
+    )
+    assert "tasks_claim" in plan
