@@ -123,6 +123,9 @@ class Runner:
         self.out = out
         self.keep_going = keep_going
         self.saved: dict[str, Any] = {}
+        # per task: how much of its status history earlier awaits used up, so that awaiting
+        # CANCELLED again after a retry waits for the new CANCELLED, not the old one
+        self._await_pos: dict[str, int] = {}
 
     def run(self, scenario: Scenario) -> Outcome:
         outcome = Outcome()
@@ -247,11 +250,17 @@ class Runner:
             statuses = a.get("status")
             statuses = [statuses] if isinstance(statuses, str) else statuses
             match = refs.substitute(a.get("match"), self.saved)
+            start = self._await_pos.get(task_id, 0)
+            reached: list[int] = []
 
             def done() -> bool:
                 task = board.tasks.get(task_id)
-                if statuses and not any(st in board.status_history.get(task_id, []) for st in statuses):
-                    return False
+                if statuses:
+                    history = board.status_history.get(task_id, [])
+                    hits = [i for i in range(start, len(history)) if history[i] in statuses]
+                    if not hits:
+                        return False
+                    reached[:] = hits[:1]
                 return match is None or (task is not None and matches(match, task))
 
             if not board.wait_for(lambda: done() or not self.client.alive, within) or not done():
@@ -260,6 +269,8 @@ class Runner:
                 want = " or ".join(statuses) if statuses else "a match"
                 msg = f"task {task_id} did not reach {want} within {within:g} s"
                 msg += f"\n  statuses seen: {' -> '.join(history) or 'none (no notification about this task)'}"
+                if start:
+                    msg += f" (the first {start} used up by earlier awaits)"
                 if task is not None:
                     msg += f"\n  last known: status={task.get('status')} progress={task.get('progress')} attempt={task.get('attempt')} error={task.get('error')!r}"
                 if match is not None and task is not None:
@@ -268,9 +279,14 @@ class Runner:
                     msg += f"\n  the sidecar exited (code {self.client.exit_code})\n{self.client.stderr_text()}"
                 raise StepFailed(msg)
             task = board.get(task_id)
+            if reached:
+                self._await_pos[task_id] = reached[0] + 1
+                status = board.status_history[task_id][reached[0]]
+            else:
+                status = task.get("status") if task else "?"
             if "save" in a:
                 self.saved[str(a["save"])] = task
-            return f"-> {task.get('status') if task else '?'} after {time.monotonic() - started:.2f} s"
+            return f"-> {status} after {time.monotonic() - started:.2f} s"
         if "notification" in a:
             method = str(a["notification"])
             match = refs.substitute(a.get("match"), self.saved)

@@ -1,0 +1,32 @@
+"""Helpers for the harness tests: how to start the harness, and where things are."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = REPO / "tests" / "scenarios"
+FAKE_SIDECAR = Path(__file__).resolve().parent / "fake_sidecar.py"
+
+
+def harness_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("TASK_SIDECAR_DB", None)
+    env["PYTHONUTF8"] = "1"
+    return env
+
+
+def run_harness(*args: str, timeout: float = 60, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m sidecar.harness ARGS`` to the end, stdout and stderr captured (so not a tty)."""
+    return subprocess.run(
+        [sys.executable, "-m", "sidecar.harness", *args],
+        cwd=REPO,
+        env=harness_env(),
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
