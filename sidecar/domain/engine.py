@@ -29,6 +29,7 @@ from functools import partial
 from typing import Any
 
 from sidecar.domain.states import TERMINAL, Status
+from sidecar.domain.workers import WorkerPool
 from sidecar.errors import (
     InvalidParams,
     InvalidTransition,
@@ -83,7 +84,6 @@ class Running:
     ctx: TaskContext
     spec: HandlerSpec
     last_progress: float = 0.0
-    thread: threading.Thread | None = None
 
 
 @dataclass(order=True)
@@ -127,7 +127,10 @@ class Engine:
         self._stopped = threading.Event()
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+        self._workers = WorkerPool(concurrency, self._execute)
         self._conn: sqlite3.Connection | None = None
+        self.stats_loops = 0
+        self.stats_items = 0
 
     # ------------------------------------------------------------ public, any thread
 
@@ -165,6 +168,7 @@ class Engine:
         self._inbox.put(_Item(self._op_stop, None))
         self._stopped.wait()
         self._thread.join(timeout=5)
+        log.debug("engine: %d transactions, %d ops", self.stats_loops, self.stats_items)
 
     # ------------------------------------------------------------ the loop
 
@@ -223,6 +227,8 @@ class Engine:
         if not items and not claim:
             return
         tx = Tx(conn, now_ms())
+        self.stats_loops += 1
+        self.stats_items += len(items)
         outcomes: list[tuple[_Item, bool, Any]] = []
         claimed: list[Running] = []
         try:
@@ -333,10 +339,7 @@ class Engine:
         spec = running.spec
         if spec.timeout_s:
             self._add_timer(spec.timeout_s, partial(self._op_timeout, running.ctx))
-        running.thread = threading.Thread(
-            target=self._execute, args=(running,), name=f"task-{running.ctx.id[:8]}", daemon=True
-        )
-        running.thread.start()
+        self._workers.submit(running)
 
     def _execute(self, running: Running) -> None:
         ctx = running.ctx
@@ -401,6 +404,7 @@ class Engine:
         log.warning("task %s did not stop within %.1fs of %s; abandoning it", ctx.id, self.grace_s, ctx.stop_reason)
         self._op_finish(ctx, ("stopped",), tx)
         ctx.abandoned = True
+        tx.after.append(self._workers.add_spare)
 
     def _op_finish(self, ctx: TaskContext, outcome: tuple[Any, ...], tx: Tx) -> None:
         running = self._current(ctx)

@@ -59,7 +59,7 @@ def _v2_scheduler_columns(db: pw.SqliteDatabase) -> None:
     )
     # The claim: WHERE status='QUEUED' ORDER BY priority DESC, created_at; run_at for delayed ones.
     db.execute_sql(
-        'CREATE INDEX "tasks_claim" ON "tasks" ("status", "priority" DESC, "created_at", "run_at")'
+        'CREATE INDEX "tasks_claim" ON "tasks" ("status", "priority" DESC, "created_at")'
     )
     # prune / terminal history scans
     db.execute_sql('CREATE INDEX "tasks_status_completed" ON "tasks" ("status", "completed_at")')
