@@ -106,12 +106,12 @@ export interface TaskTreeNode extends Task {
 export interface CreateTaskParams {
   type: string;
   details?: JsonObject;
-  parentId?: string;
+  parentId?: string | null;
   priority?: number;
   maxAttempts?: number;
   /** epoch ms */
   runAt?: number;
-  idempotencyKey?: string;
+  idempotencyKey?: string | null;
   /** graph: a client-side name other items of the same `tasks.createMany` may use as parentId/dependsOn. */
   ref?: string;
   /** graph: ids (or refs within one createMany) that must be COMPLETED before this task runs. */
@@ -136,7 +136,8 @@ export interface ListTasksParams {
   parentId?: string;
   /** 1-1000, default 50 */
   limit?: number;
-  cursor?: string;
+  /** nextCursor of the previous page (null = first page) */
+  cursor?: string | null;
 }
 
 export interface PruneParams {
@@ -305,7 +306,7 @@ export const ClientErrorCode = {
 
 /** A small, dependency-free description of one param, used to validate untrusted input. */
 export type FieldSpec =
-  | { kind: 'string'; optional?: boolean; maxLength?: number; minLength?: number }
+  | { kind: 'string'; optional?: boolean; nullable?: boolean; maxLength?: number; minLength?: number }
   | { kind: 'integer'; optional?: boolean; min?: number; max?: number }
   | { kind: 'enum'; optional?: boolean; values: readonly string[] }
   | { kind: 'stringArray'; optional?: boolean; maxItems?: number; minItems?: number; maxLength?: number; values?: readonly string[] }
@@ -334,11 +335,11 @@ const MAX_DETAILS_BYTES = 1024 * 1024;
 const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec } = {
   type: { kind: 'string', minLength: 1, maxLength: 200 },
   details: { kind: 'jsonObject', optional: true, maxBytes: MAX_DETAILS_BYTES },
-  parentId: { ...ID, optional: true },
+  parentId: { ...ID, optional: true, nullable: true },
   priority: { kind: 'integer', optional: true, min: -1_000_000, max: 1_000_000 },
   maxAttempts: { kind: 'integer', optional: true, min: 1, max: 1000 },
   runAt: { kind: 'integer', optional: true, min: 0 },
-  idempotencyKey: { kind: 'string', optional: true, minLength: 1, maxLength: 500 },
+  idempotencyKey: { kind: 'string', optional: true, nullable: true, minLength: 1, maxLength: 500 },
   ref: { kind: 'string', optional: true, minLength: 1, maxLength: 200 },
   dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, maxLength: 200 },
   onChildFailure: { kind: 'enum', optional: true, values: ['fail', 'continue'] },
@@ -364,7 +365,7 @@ export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
       type: { kind: 'stringArray', optional: true, maxItems: 1000, maxLength: 200 },
       parentId: { ...ID, optional: true },
       limit: { kind: 'integer', optional: true, min: 1, max: 1000 },
-      cursor: { kind: 'string', optional: true, maxLength: 1000 },
+      cursor: { kind: 'string', optional: true, nullable: true, maxLength: 1000 },
     },
   },
   'tasks.stats': { params: null },

@@ -34,7 +34,8 @@ export interface IpcMainInvokeEventLike {
   senderFrame: SenderFrameLike | null;
 }
 export interface IpcMainLike {
-  handle(channel: string, listener: (event: never, ...args: never[]) => unknown): void;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- Electron's own signature
+  handle(channel: string, listener: (event: IpcMainInvokeEventLike, ...args: any[]) => unknown): void;
   removeHandler(channel: string): void;
 }
 export interface WindowLike {
@@ -127,7 +128,7 @@ export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistr
       }
     };
     ipcMain.removeHandler(channel);
-    ipcMain.handle(channel, handler as unknown as (event: never, ...args: never[]) => unknown);
+    ipcMain.handle(channel, handler);
   }
 
   const broadcast = (event: TaskEvent): void => {

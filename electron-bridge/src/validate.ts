@@ -70,6 +70,7 @@ function checkString(value: unknown, path: string, minLength = 0, maxLength = Nu
 function checkField(value: unknown, field: FieldSpec, path: string): void {
   switch (field.kind) {
     case 'string':
+      if (value === null && field.nullable) return;
       checkString(value, path, field.minLength, field.maxLength);
       return;
     case 'integer':
