@@ -22,7 +22,7 @@ class RefError(KeyError):
 def lookup(saved: dict[str, Any], name: str, path: str = "") -> Any:
     if name not in saved:
         known = ", ".join(sorted(saved)) or "none yet"
-        raise RefError(f"unknown reference ${{{name}}} (saved so far: {known})")
+        raise RefError(f"unknown reference ${{{name}{path}}}: nothing was saved as {name!r} (saved so far: {known})")
     value = saved[name]
     walked = name
     for part in [p for p in path.split(".") if p]:

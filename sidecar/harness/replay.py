@@ -24,6 +24,7 @@ UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-
 VOLATILE = {"createdAt", "updatedAt", "startedAt", "completedAt", "runAt", "pid", "dbPath", "version", "seq"}
 RUNNING_VOLATILE = {"progress", "message"}
 MAX_SETTLE_S = 30.0
+CAUSAL_WAIT_S = 10.0
 
 
 class IdMap:
@@ -89,10 +90,11 @@ def status_sequences(notifications: list[tuple[str, Any]]) -> dict[str, list[str
     return seqs
 
 
-def _recorded(entries: list[dict[str, Any]]) -> tuple[list[tuple[float, str, Any, Any]], list[tuple[str, Any]], float]:
-    """(time, kind, message, recorded answer) per thing sent; recorded notifications; recorded tail."""
+def _recorded(entries: list[dict[str, Any]]) -> tuple[list[tuple[float, str, Any, Any, int]], list[tuple[str, Any]], float]:
+    """(time, kind, message, recorded answer, notifications received before it) per thing sent;
+    recorded notifications; recorded tail."""
     answers_by_id: dict[Any, Any] = {}
-    sends: list[tuple[float, str, Any, Any]] = []
+    sends: list[tuple[float, str, Any, Any, int]] = []
     notes: list[tuple[str, Any]] = []
     pending_anonymous: list[int] = []  # indexes of sends answered by id-null responses / batch arrays
     last_send_t = last_t = 0.0
@@ -103,15 +105,15 @@ def _recorded(entries: list[dict[str, Any]]) -> tuple[list[tuple[float, str, Any
         if d == "send" and msg is not None:
             last_send_t = t
             if isinstance(msg, dict) and "id" in msg and msg["id"] is not None:
-                sends.append((t, "request", msg, None))
+                sends.append((t, "request", msg, None, len(notes)))
             elif isinstance(msg, dict):
-                sends.append((t, "notify", msg, None))
+                sends.append((t, "notify", msg, None, len(notes)))
             else:
-                sends.append((t, "raw", json.dumps(msg), None))
+                sends.append((t, "raw", json.dumps(msg), None, len(notes)))
                 pending_anonymous.append(len(sends) - 1)
         elif d == "meta" and isinstance(msg, dict) and msg.get("event") == "send_raw":
             last_send_t = t
-            sends.append((t, "raw", msg.get("raw", ""), None))
+            sends.append((t, "raw", msg.get("raw", ""), None, len(notes)))
             pending_anonymous.append(len(sends) - 1)
         elif d == "recv" and msg is not None:
             if isinstance(msg, dict) and "method" in msg and "id" not in msg:
@@ -120,9 +122,9 @@ def _recorded(entries: list[dict[str, Any]]) -> tuple[list[tuple[float, str, Any
                 answers_by_id[msg["id"]] = msg
             elif pending_anonymous:
                 i = pending_anonymous.pop(0)
-                sends[i] = (*sends[i][:3], msg)
+                sends[i] = (*sends[i][:3], msg, sends[i][4])
     out = []
-    for t, kind, msg, answer in sends:
+    for t, kind, msg, answer, seen in sends:
         if kind == "request":
             answer = answers_by_id.get(msg["id"])
         elif kind == "raw" and answer is None:
@@ -133,7 +135,7 @@ def _recorded(entries: list[dict[str, Any]]) -> tuple[list[tuple[float, str, Any
                     answer = answers_by_id.get(parsed["id"])
             except json.JSONDecodeError:
                 pass
-        out.append((t, kind, msg, answer))
+        out.append((t, kind, msg, answer, seen))
     return out, notes, max(0.0, last_t - last_send_t)
 
 
@@ -156,12 +158,22 @@ def replay(opts: SidecarOptions, path: str, timing: bool = True, settle: float |
     same = 0
     out(f"replaying {len(sends)} message(s) from {path}")
     with open_sidecar(opts) as client:
+        board = client.board
+
+        def replayed_seqs() -> dict[str, list[str]]:
+            seqs = status_sequences([(ev.method, ev.params) for ev in list(board.events)])
+            return {ids.old_of.get(k, k): v for k, v in seqs.items()}
+
         start, first_t = time.monotonic(), sends[0][0]
-        for n, (t, kind, msg, recorded) in enumerate(sends, 1):
+        for n, (t, kind, msg, recorded, seen) in enumerate(sends, 1):
             if timing:
                 delay = (t - first_t) - (time.monotonic() - start)
                 if delay > 0:
                     time.sleep(min(delay, MAX_SETTLE_S))
+            # Causal order: the recording sent this after seeing some task reach some status (a
+            # scenario's await, a person reading the live view); wait for the same here, a while.
+            before = status_sequences(recorded_notes[:seen])
+            board.wait_for(lambda: _reached_or_diverged(before, replayed_seqs()), CAUSAL_WAIT_S)
             label = msg.get("method") if isinstance(msg, dict) else f"raw {str(msg)[:40]}"
             if kind == "notify":
                 client.transport.write(ids.to_new(msg))
@@ -183,11 +195,6 @@ def replay(opts: SidecarOptions, path: str, timing: bool = True, settle: float |
                 differences.append(f"response to message {n} ({label}) differs:\n{diff}")
                 out(f"  DIFF {n:>3}  {label}\n{diff}")
         recorded_seqs = status_sequences(recorded_notes)
-        board = client.board
-
-        def replayed_seqs() -> dict[str, list[str]]:
-            seqs = status_sequences([(ev.method, ev.params) for ev in list(board.events)])
-            return {ids.old_of.get(k, k): v for k, v in seqs.items()}
 
         wait = min(MAX_SETTLE_S, tail + 0.5) if settle is None else settle
         board.wait_for(lambda: _seqs_equal(recorded_seqs, replayed_seqs()), wait)
@@ -207,6 +214,20 @@ def replay(opts: SidecarOptions, path: str, timing: bool = True, settle: float |
         return 1
     out("REPLAY MATCHES the recording")
     return 0
+
+
+def _reached_or_diverged(before: dict[str, list[str]], now: dict[str, list[str]]) -> bool:
+    """Every task has gone through at least the statuses it had gone through in the recording, or
+    some task has taken another path (then waiting longer is pointless: it is reported at the end)."""
+    reached = True
+    for k, want in before.items():
+        have = now.get(k, [])
+        if have[: len(want)] == want:
+            continue
+        if want[: len(have)] != have:
+            return True  # diverged
+        reached = False
+    return reached
 
 
 def _seqs_equal(a: dict[str, list[str]], b: dict[str, list[str]]) -> bool:

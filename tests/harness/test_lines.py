@@ -1,0 +1,45 @@
+"""The short commands with a non-terminal stdin (line mode), as in a shell pipeline."""
+
+from __future__ import annotations
+
+import re
+
+from .helpers import run_harness
+
+
+def test_commands_from_a_pipe() -> None:
+    script = "\n".join(
+        [
+            "info",
+            "create demo.sleep seconds=0.2 steps=2 --priority=3",
+            "create demo.noop --max-attempts=1",
+            "list",
+            "stats",
+            "raw {\"method\": \"system.ping\"}",
+            "raw {oops",
+            "call tasks.list {\"limit\": 0}",
+            "get nosuchid",
+            "quit",
+            "list",  # never runs
+        ]
+    )
+    proc = run_harness(stdin=script + "\n")
+    out = proc.stdout
+    assert "> info" in out and "demo.sleep" in out
+    ids = re.findall(r"created ([0-9a-f-]{36}) (demo\.\w+)", out)
+    assert [t for _, t in ids] == ["demo.sleep", "demo.noop"]
+    assert re.search(r"~ task\.updated #\d+\s+" + ids[0][0][:8], out)  # notifications are logged
+    assert "2 task(s)" in out
+    assert '"result": "pong"' in out
+    assert '"code": -32700' in out
+    assert '"code": -32602' in out  # limit 0 is refused, never clamped
+    assert "error -32001" in out
+    assert out.count("> list") == 1
+    assert proc.returncode == 0, out + proc.stderr
+
+
+def test_a_bad_command_makes_the_exit_code_non_zero() -> None:
+    proc = run_harness(stdin="frobnicate\nping\n")
+    assert "unknown command 'frobnicate'" in proc.stdout
+    assert "pong" in proc.stdout
+    assert proc.returncode == 1
