@@ -93,6 +93,7 @@ class Client:
         return not self._exited.is_set()
 
     def stderr_text(self, lines: int = 30) -> str:
+        self.transport.drain_stderr()
         tail = list(self.transport.stderr_tail)[-lines:]
         return "sidecar stderr (last lines):\n" + "\n".join("  " + line for line in tail) if tail else "(sidecar wrote nothing on stderr)"
 

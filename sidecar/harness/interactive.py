@@ -134,4 +134,6 @@ def run_interactive(opts: SidecarOptions, history: str | None = None) -> int:
                 break
             except (CommandError, TimeoutError, ConnectionError, ValueError) as exc:
                 console.print(f"error: {exc}", style="red", markup=False)
+            except KeyboardInterrupt:  # e.g. a long ``wait``: back to the prompt
+                console.print("interrupted", style="red")
     return 0

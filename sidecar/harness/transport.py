@@ -136,6 +136,11 @@ class Transport:
                 sys.stderr.write(f"[sidecar] {text}\n")
                 sys.stderr.flush()
 
+    def drain_stderr(self, timeout: float = 1.0) -> None:
+        """After the child exited: let the stderr thread read what is left, so messages are complete."""
+        if not self.alive():
+            self._stderr_reader.join(timeout)
+
     def close(self, timeout: float = 10.0) -> int | None:
         """Stop the sidecar the polite way (stdin EOF), then SIGTERM, then SIGKILL. Returns the exit code."""
         if self.proc.stdin and not self.proc.stdin.closed:

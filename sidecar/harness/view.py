@@ -28,15 +28,17 @@ def status_text(status: str) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def ordered(tasks: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
-    """Tasks as (depth, task): roots oldest first, each followed by its children (a tree walk)."""
+def ordered(tasks: list[dict[str, Any]], rank: dict[str, int] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """Tasks as (depth, task): roots oldest first, each followed by its children (a tree walk).
+    ``rank`` (id -> position) orders siblings first, e.g. in the order the harness created them."""
+    rank = rank or {}
     by_id = {t["id"]: t for t in tasks}
     children: dict[Any, list[dict[str, Any]]] = {}
     for t in tasks:
         parent = t.get("parentId") if t.get("parentId") in by_id else None
         children.setdefault(parent, []).append(t)
     for group in children.values():
-        group.sort(key=lambda t: (t.get("createdAt") or 0, t["id"]))
+        group.sort(key=lambda t: (rank.get(t["id"], len(rank)), t.get("createdAt") or 0, t["id"]))
     out: list[tuple[int, dict[str, Any]]] = []
 
     def walk(parent: Any, depth: int) -> None:
@@ -63,7 +65,7 @@ def task_table(
     table.add_column("progress", no_wrap=True)
     table.add_column("try", justify="right", no_wrap=True)
     table.add_column("message", overflow="ellipsis", no_wrap=True, max_width=48)
-    rows = ordered(tasks) if tree else [(0, t) for t in tasks]
+    rows = ordered(tasks, {k: i for i, k in enumerate(labels or {})}) if tree else [(0, t) for t in tasks]
     for depth, t in rows:
         progress = float(t.get("progress") or 0)
         bar = Table.grid(padding=(0, 1))
@@ -117,7 +119,7 @@ def board_view(
     """The live view: the task table (tree-ordered, newest roots kept when there are many) and the
     last notifications."""
     tasks, events = board.snapshot()
-    rows = ordered(tasks)
+    rows = ordered(tasks, {k: i for i, k in enumerate(labels or {})})
     hidden = max(0, len(rows) - max_tasks)
     shown_ids = {t["id"] for _, t in rows[hidden:]}
     table = task_table([t for _, t in rows if t["id"] in shown_ids], title=title, labels=labels, tree=True)

@@ -3,17 +3,20 @@ real sidecar. The failure messages are part of the contract: they are what a dev
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
-from .helpers import SCENARIOS, run_harness
+from .helpers import FAKE_SIDECAR, SCENARIOS, run_harness
 
 
 def test_passing_scenarios_exit_zero_and_report_each_step() -> None:
-    proc = run_harness("run", str(SCENARIOS / "lifecycle.yaml"), str(SCENARIOS / "quick.jsonl"))
+    proc = run_harness("run", *(str(SCENARIOS / name) for name in ("lifecycle.yaml", "quick.jsonl", "cancel.yaml")))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "PASSED: 23 of 23 steps passed" in proc.stdout
     assert "PASSED: 4 of 4 steps passed" in proc.stdout
-    assert "2 of 2 scenarios passed" in proc.stdout
+    assert "PASSED: 6 of 6 steps passed" in proc.stdout
+    assert "3 of 3 scenarios passed" in proc.stdout
     assert "  ok    22  request tasks.stats" in proc.stdout
 
 
@@ -120,10 +123,6 @@ steps:
 
 
 def test_a_sidecar_that_dies_mid_scenario_is_reported(scenario_file) -> None:
-    import sys
-
-    from .helpers import FAKE_SIDECAR
-
     path = scenario_file("steps:\n  - request: system.ping\n  - request: system.ping\n")
     proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --die-after 1", "run", path)
     assert proc.returncode == 1
@@ -131,11 +130,16 @@ def test_a_sidecar_that_dies_mid_scenario_is_reported(scenario_file) -> None:
 
 
 def test_stray_output_on_the_sidecars_stdout_fails_the_scenario(scenario_file) -> None:
-    import sys
-
-    from .helpers import FAKE_SIDECAR
-
     path = scenario_file("steps:\n  - request: system.ping\n    expect: {result: pong}\n")
     proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --stray-line", "run", path)
     assert proc.returncode == 1
     assert "non-JSON line(s) on stdout" in proc.stdout and "this is not json" in proc.stdout
+
+
+def test_a_sidecar_that_does_not_start_is_reported(scenario_file) -> None:
+    path = scenario_file("steps:\n  - request: system.ping\n")
+    cmd = f"{sys.executable} -c \"import sys; sys.stderr.write('cannot open the database\\\\n'); sys.exit(5)\""
+    proc = run_harness("--cmd", cmd, "run", path)
+    assert proc.returncode == 3
+    assert "exited with code 5 before sidecar.ready" in proc.stderr
+    assert "cannot open the database" in proc.stderr
