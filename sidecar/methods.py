@@ -10,8 +10,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from sidecar import PROTOCOL_VERSION, __version__
+from sidecar.domain.graph import build_tree
 from sidecar.domain.states import TERMINAL, Status
 from sidecar.errors import (
+    DEPENDENCY_CYCLE,
     INVALID_TRANSITION,
     SHUTTING_DOWN,
     STORAGE_ERROR,
@@ -40,6 +42,10 @@ CREATE_ITEM: dict[str, Any] = {
         "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 1000},
         "runAt": {"type": "integer", "minimum": 0, "maximum": 253_402_300_799_999},
         "idempotencyKey": {"type": ["string", "null"], "minLength": 1, "maxLength": 500},
+        "dependsOn": {"type": "array", "items": ID, "maxItems": 10_000},
+        "ref": {"type": "string", "minLength": 1, "maxLength": 200},
+        "onChildFailure": {"enum": ["fail", "continue"]},
+        "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
     },
     "required": ["type"],
     "additionalProperties": False,
@@ -66,6 +72,9 @@ TASK_SCHEMA: dict[str, Any] = {
         "startedAt": {"type": ["integer", "null"]},
         "completedAt": {"type": ["integer", "null"]},
         "version": {"type": "integer"},
+        "dependsOn": {"type": "array", "items": {"type": "string"}},
+        "onChildFailure": {"enum": ["fail", "continue"]},
+        "weight": {"type": "number"},
     },
     "required": list(store._FIELD_NAMES),
 }
@@ -94,21 +103,43 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
         if spec.validator is not None:
             check(spec.validator, item.get("details", {}), f"{prefix}details")
 
+    graph = engine.graph
+
     def create(p: dict[str, Any]) -> Any:
         check_create(p)
-        return write(lambda tx: engine.create(tx, p))
+        return write(lambda tx: graph.create_many(tx, [p], prefix_items=False)[0])
 
     def create_many(p: dict[str, Any]) -> Any:
         items = p["tasks"]
         for i, item in enumerate(items):
             check_create(item, f"tasks[{i}].")
-        return write(lambda tx: engine.create_many(tx, items))
+        return write(lambda tx: {"tasks": graph.create_many(tx, items)})
 
     def get(p: dict[str, Any]) -> Any:
-        row = store.get(sidecar.read_conn(), p["id"])
+        conn = sidecar.read_conn()
+        row = store.get(conn, p["id"])
         if row is None:
             raise TaskNotFound(p["id"])
-        return store.task_from_row(row)
+        task = store.task_from_row(row)
+        if "children" in p.get("include", ()):
+            children, _ = store.list_tasks(conn, statuses=None, types=None, parent_id=p["id"],
+                                          limit=100_000, after=None)
+            task["children"] = [store.task_from_row(r) for r in reversed(children)]
+            counts: dict[str, int] = {}
+            for child in task["children"]:
+                counts[child["status"]] = counts.get(child["status"], 0) + 1
+            task["childCounts"] = counts
+        return task
+
+    def tree(p: dict[str, Any]) -> Any:
+        conn = sidecar.read_conn()
+        row = store.get(conn, p["id"])
+        if row is None:
+            raise TaskNotFound(p["id"])
+        return build_tree(row, store.descendants(conn, p["id"]))
+
+    def queue_change(**change: Any) -> Any:
+        return write(lambda tx: engine.set_queue(tx, **change))
 
     def list_(p: dict[str, Any]) -> Any:
         after = None
@@ -148,6 +179,14 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
 
     id_param = _obj({"id": ID}, ("id",))
     task_result = {"$ref": "#/components/schemas/Task"}
+    tree_result = {"$ref": "#/components/schemas/TaskTree"}
+    queue_result = _obj({
+        "paused": {"type": "boolean"},
+        "pausedTypes": {"type": "array", "items": {"type": "string"}},
+        "concurrency": {"type": "integer"},
+        "typeConcurrency": {"type": "object", "additionalProperties": {"type": "integer"}},
+    })
+    type_param = {"type": "string", "minLength": 1, "maxLength": 200}
     return [
         MethodSpec("system.ping", "Liveness check.", lambda p: "pong", result={"const": "pong"}),
         MethodSpec("system.info", "Version, database path and the registered handlers.", info,
@@ -155,15 +194,39 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
         MethodSpec("system.shutdown", "Answer, then stop gracefully (running tasks are requeued).",
                    shutdown, result={"type": "null"}),
         MethodSpec("tasks.create", "Create one task.", create, params=CREATE_ITEM, result=task_result,
-                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, SHUTTING_DOWN, STORAGE_ERROR)),
+                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, DEPENDENCY_CYCLE, SHUTTING_DOWN, STORAGE_ERROR)),
         MethodSpec("tasks.createMany", "Create many tasks in one transaction (all or nothing).",
                    create_many,
                    params=_obj({"tasks": {"type": "array", "minItems": 1, "maxItems": 10_000,
                                           "items": CREATE_ITEM}}, ("tasks",)),
                    result=_obj({"tasks": {"type": "array", "items": task_result}}),
-                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, SHUTTING_DOWN, STORAGE_ERROR)),
-        MethodSpec("tasks.get", "One task by id.", get, params=id_param, result=task_result,
-                   errors=(TASK_NOT_FOUND,)),
+                   errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, DEPENDENCY_CYCLE, SHUTTING_DOWN, STORAGE_ERROR)),
+        MethodSpec("tasks.get", "One task by id; include: [\"children\"] adds its direct children.", get,
+                   params=_obj({"id": ID, "include": {"type": "array", "items": {"enum": ["children"]}}},
+                               ("id",)),
+                   result=task_result, errors=(TASK_NOT_FOUND,)),
+        MethodSpec("tasks.tree", "A task and its whole subtree, with per-status child counts.", tree,
+                   params=id_param, result=tree_result, errors=(TASK_NOT_FOUND,)),
+        MethodSpec("tasks.pause", "Pause a task and its subtree (running ones stop at their next check).",
+                   lambda p: write(lambda tx: graph.pause(tx, p["id"])), params=id_param,
+                   result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
+        MethodSpec("tasks.resume", "Resume the paused tasks of a subtree.",
+                   lambda p: write(lambda tx: graph.resume(tx, p["id"])), params=id_param,
+                   result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
+        MethodSpec("queue.pause", "Stop claiming (all types, or one); running tasks finish.",
+                   lambda p: queue_change(paused=True, type=p.get("type")),
+                   params=_obj({"type": type_param}), result=queue_result),
+        MethodSpec("queue.resume", "Claim again (all types, or one).",
+                   lambda p: queue_change(paused=False, type=p.get("type")),
+                   params=_obj({"type": type_param}), result=queue_result),
+        MethodSpec("queue.setConcurrency", "Change the global or a per-type limit (null: back to default).",
+                   lambda p: queue_change(type=p.get("type"), limit=p["limit"]),
+                   params=_obj({"type": type_param,
+                                "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": 256}},
+                               ("limit",)),
+                   result=queue_result),
+        MethodSpec("queue.status", "Claiming switches and limits in force.",
+                   lambda p: engine.queue.describe(), result=queue_result),
         MethodSpec("tasks.list", "Tasks newest first, filtered, cursor-paginated.", list_,
                    params=_obj({
                        "status": {"type": "array", "items": STATUS, "maxItems": 7},
@@ -178,17 +241,17 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
                    result=_obj({"total": {"type": "integer"}, "byStatus": {"type": "object"},
                                 "byType": {"type": "object"}})),
         MethodSpec("tasks.cancel", "Cancel a task (a running one is signalled).",
-                   lambda p: write(lambda tx: engine.cancel(tx, p["id"])), params=id_param,
+                   lambda p: write(lambda tx: graph.cancel(tx, p["id"])), params=id_param,
                    result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
         MethodSpec("tasks.retry", "Queue a FAILED or CANCELLED task again (a new series of attempts).",
-                   lambda p: write(lambda tx: engine.retry(tx, p["id"])), params=id_param,
+                   lambda p: write(lambda tx: graph.retry(tx, p["id"])), params=id_param,
                    result=task_result, errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
         MethodSpec("tasks.delete", "Delete a finished task and its subtree.",
-                   lambda p: write(lambda tx: engine.delete(tx, p["id"])), params=id_param,
+                   lambda p: write(lambda tx: graph.delete(tx, p["id"])), params=id_param,
                    result=_obj({"deleted": {"type": "integer"}}),
                    errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
         MethodSpec("tasks.prune", "Delete finished tasks older than olderThanMs.",
-                   lambda p: write(lambda tx: engine.prune(
+                   lambda p: write(lambda tx: graph.prune(
                        tx, p.get("olderThanMs", 0),
                        p.get("statuses") or sorted(s.value for s in TERMINAL))),
                    params=_obj({"olderThanMs": {"type": "integer", "minimum": 0},

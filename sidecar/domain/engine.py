@@ -21,23 +21,16 @@ import sqlite3
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sidecar.domain.states import TERMINAL, Status
+from sidecar.domain.graph import Graph
+from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
-from sidecar.errors import (
-    InvalidParams,
-    InvalidTransition,
-    ShuttingDown,
-    SidecarError,
-    StorageError,
-    TaskNotFound,
-)
+from sidecar.errors import ShuttingDown, SidecarError, StorageError
 from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError
 from sidecar.handlers.registry import HandlerSpec, Registry
 from sidecar.persistence import store
@@ -58,7 +51,7 @@ def now_ms() -> int:
 class Tx:
     """What an op may do besides SQL: announce changed tasks and defer in-memory effects."""
 
-    __slots__ = ("conn", "now", "announced", "deleted", "after")
+    __slots__ = ("conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty")
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
         self.conn = conn
@@ -66,10 +59,16 @@ class Tx:
         self.announced: list[Task] = []
         self.deleted: list[str] = []
         self.after: list[Callable[[], None]] = []
+        self.latest: dict[str, Task] = {}  # the last announced state of each task in this transaction
+        self.stopping: dict[str, str] = {}  # stops asked in this transaction (applied after commit)
+        self.dirty: set[str] = set()  # parents whose aggregate progress must be recomputed
 
     def announce(self, row: store.Row) -> Task:
         task = store.task_from_row(row)
         self.announced.append(task)
+        self.latest[task["id"]] = task
+        if task["parentId"] is not None:
+            self.dirty.add(task["parentId"])
         return task
 
     def mark(self) -> tuple[int, int, int]:
@@ -111,10 +110,13 @@ class Engine:
         grace_s: float = 5.0,
     ) -> None:
         self._connect = db_connect
-        self._registry = registry
+        self.registry = registry
+        self.graph = Graph(self)
+        self.queue = QueueSettings(concurrency)
+        self._dirty_parents: set[str] = set()
+        self._aggregate_scheduled = False
         self._announce = announce
         self._announce_deleted = announce_deleted
-        self.concurrency = concurrency
         self.grace_s = grace_s
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._timers: list[_Timer] = []
@@ -152,6 +154,22 @@ class Engine:
     def running_ids(self) -> list[str]:
         return list(self._running)
 
+    @property
+    def concurrency(self) -> int:
+        return self.queue.concurrency
+
+    # ------------------------------------------------------------ for the graph (engine thread)
+
+    def running(self, task_id: str) -> Running | None:
+        return self._running.get(task_id)
+
+    def wake(self) -> None:
+        """Something may have become claimable: look at the queue after this transaction."""
+        self._claim_needed = True
+
+    def abandon_later(self, ctx: TaskContext) -> None:
+        self._add_timer(self.grace_s, partial(self._op_abandon, ctx))
+
     def shutdown(self) -> None:
         """Stop claiming, signal running handlers, wait the grace period, requeue what is left."""
         if self._closing:
@@ -174,6 +192,8 @@ class Engine:
 
     def _loop(self) -> None:
         self._conn = self._connect()
+        self.queue.load(self._conn)
+        self._workers.resize(self.queue.concurrency)
         try:
             while not self._stopped.is_set():
                 items = self._next_items()
@@ -188,7 +208,7 @@ class Engine:
         when: list[float] = []
         if self._timers:
             when.append(self._timers[0].when - time.monotonic())
-        if self._claiming and len(self._running) < self.concurrency:
+        if self._claiming and len(self._running) < self.queue.concurrency:
             if self._claim_needed:
                 return 0.0
             if self._wake_at_ms is not None:
@@ -223,7 +243,7 @@ class Engine:
     def _run(self, items: list[_Item]) -> None:
         conn = self._conn
         assert conn is not None
-        claim = self._claiming and self._claim_needed and len(self._running) < self.concurrency
+        claim = self._claiming and self._claim_needed and len(self._running) < self.queue.concurrency
         if not items and not claim:
             return
         tx = Tx(conn, now_ms())
@@ -256,6 +276,11 @@ class Engine:
         except sqlite3.Error as exc:
             self._storage_failure(conn, items, claimed, exc)
             return
+        if tx.dirty:
+            self._dirty_parents |= tx.dirty
+            if not self._aggregate_scheduled:
+                self._aggregate_scheduled = True
+                self._add_timer(PROGRESS_INTERVAL_S, self._op_aggregate)
         for task in tx.announced:
             self._announce(task)
         if tx.deleted:
@@ -296,26 +321,31 @@ class Engine:
     # ------------------------------------------------------------ scheduling
 
     def _eligible_types(self) -> list[str]:
+        if self.queue.paused:
+            return []
         counts: dict[str, int] = {}
         for running in self._running.values():
             counts[running.spec.type] = counts.get(running.spec.type, 0) + 1
-        return [
-            spec.type
-            for spec in self._registry
-            if spec.concurrency is None or counts.get(spec.type, 0) < spec.concurrency
-        ]
+        eligible = []
+        for spec in self.registry:
+            if spec.type in self.queue.paused_types:
+                continue
+            limit = self.queue.type_limits.get(spec.type, spec.concurrency)
+            if limit is None or counts.get(spec.type, 0) < limit:
+                eligible.append(spec.type)
+        return eligible
 
     def _claim(self, tx: Tx) -> list[Running]:
         claimed: list[Running] = []
         self._claim_needed = False
-        while len(self._running) < self.concurrency:
+        while len(self._running) < self.queue.concurrency:
             types = self._eligible_types()
             row = store.claim(tx.conn, types, tx.now)
             if row is None:
                 self._wake_at_ms = store.next_run_at(tx.conn, types, tx.now)
                 break
             task = tx.announce(row[:-1])
-            spec = self._registry.get(task["type"])
+            spec = self.registry.get(task["type"])
             assert spec is not None
             checkpoint = row[-1]
             ctx = TaskContext(
@@ -383,10 +413,24 @@ class Engine:
         pending = ctx.take_progress()
         if pending is None:
             return
-        row = store.set_progress(tx.conn, ctx.id, pending[0], pending[1], tx.now)
+        if store.has_children(tx.conn, ctx.id):  # a parent's progress is its children's aggregate
+            row = store.set_message(tx.conn, ctx.id, pending[1], tx.now)
+        else:
+            row = store.set_progress(tx.conn, ctx.id, pending[0], pending[1], tx.now)
         if row is not None:
             running.last_progress = time.monotonic()
             tx.announce(row)
+
+    def _op_aggregate(self, tx: Tx) -> None:
+        """Recompute the progress of parents whose children moved (coalesced like any progress)."""
+        self._aggregate_scheduled = False
+        dirty, self._dirty_parents = self._dirty_parents, set()
+        for parent_id in dirty:
+            _, progress = store.children_summary(tx.conn, parent_id)
+            if progress is not None:
+                row = store.set_aggregate_progress(tx.conn, parent_id, progress, tx.now)
+                if row is not None:
+                    tx.announce(row)
 
     def _op_checkpoint(self, ctx: TaskContext, state_json: str, tx: Tx) -> None:
         if self._current(ctx) is not None and not ctx.abandoned:
@@ -395,7 +439,7 @@ class Engine:
     def _op_timeout(self, ctx: TaskContext, tx: Tx) -> None:
         if self._current(ctx) is not None:
             ctx.request_stop("timeout")
-            self._add_timer(self.grace_s, partial(self._op_abandon, ctx))
+            self.abandon_later(ctx)
 
     def _op_abandon(self, ctx: TaskContext, tx: Tx) -> None:
         """A handler that ignored its stop signal for the grace period: free its slot."""
@@ -410,54 +454,47 @@ class Engine:
         running = self._current(ctx)
         if running is None or ctx.abandoned:
             return
+        tx.after.append(partial(self._release, ctx.id, ctx))
+        current = store.get(tx.conn, ctx.id)
+        if current is None or store.row_status(current) != Status.RUNNING:
+            return  # already decided (e.g. failed by a failing child); nothing more to record
         spec = running.spec
-        row: store.Row | None = None
         pending = ctx.take_progress()
-        extra: dict[str, Any] = {}
-        if pending is not None:
-            extra = {"progress": pending[0], "message": pending[1]}
+        extra: dict[str, Any] = {} if pending is None else {"progress": pending[0], "message": pending[1]}
         kind = outcome[0]
-        if kind == "error" and ctx.stop_reason is not None:
-            kind = "stopped"  # failing because we asked it to stop is stopping
+        reason = ctx.stop_reason
+        if reason == "cancel" or (kind != "ok" and reason is not None):
+            kind = "stopped"  # a handler failing because it was asked to stop has stopped
         if kind == "ok":
             try:
-                result_json = store.dumps(outcome[1])
+                store.dumps(outcome[1])
             except TypeError as exc:
                 kind, outcome = "error", ("error", f"result is not JSON: {exc}", False)
             else:
-                row = store.transition(
-                    tx.conn, ctx.id, Status.COMPLETED, tx.now,
-                    progress=100, result=result_json, error=None, completed_at=tx.now,
-                    **({"message": pending[1]} if pending is not None else {}),
-                )
+                if pending is not None:
+                    extra = {"message": pending[1]}
+                self.graph.handler_succeeded(tx, ctx.id, outcome[1], extra)
+                return
         if kind == "stopped":
-            reason = ctx.stop_reason or "cancel"
             if reason == "timeout":
                 kind, outcome = "error", ("error", f"timed out after {spec.timeout_s:g}s", True)
             elif reason == "shutdown":
-                row = store.transition(tx.conn, ctx.id, Status.QUEUED, tx.now, run_at=tx.now, **extra)
+                self.graph.move(tx, ctx.id, Status.QUEUED, run_at=tx.now, **extra)
+                return
             elif reason == "pause":
-                row = store.transition(tx.conn, ctx.id, Status.PAUSED, tx.now, **extra)
+                self.graph.move(tx, ctx.id, Status.PAUSED, **extra)
+                return
             else:
-                row = store.transition(
-                    tx.conn, ctx.id, Status.CANCELLED, tx.now, completed_at=tx.now, **extra
-                )
-        if kind == "error":
-            text, retryable = outcome[1], outcome[2]
-            if retryable and ctx.attempt < ctx.max_attempts:
-                row = store.transition(
-                    tx.conn, ctx.id, Status.QUEUED, tx.now,
-                    error=text, run_at=tx.now + self._backoff_ms(spec, ctx.attempt), **extra,
-                )
-            else:
-                row = store.transition(
-                    tx.conn, ctx.id, Status.FAILED, tx.now, error=text, completed_at=tx.now, **extra
-                )
-        if row is not None:
-            tx.announce(row)
-        else:  # the row moved under us (cannot happen with one writer); say so, free the slot
-            log.error("task %s: could not record outcome %s", ctx.id, kind)
-        tx.after.append(partial(self._release, ctx.id, ctx))
+                self.graph.end(tx, ctx.id, Status.CANCELLED, **extra)
+                return
+        text, retryable = outcome[1], outcome[2]
+        if retryable and ctx.attempt < ctx.max_attempts:
+            self.graph.move(
+                tx, ctx.id, Status.QUEUED, error=text, run_at=tx.now + self._backoff_ms(spec, ctx.attempt), **extra
+            )
+            self.wake()
+        else:
+            self.graph.end(tx, ctx.id, Status.FAILED, error=text, **extra)
 
     def _release(self, task_id: str, ctx: TaskContext) -> None:
         running = self._running.get(task_id)
@@ -488,106 +525,72 @@ class Engine:
     def _op_stop(self, tx: Tx) -> None:
         tx.after.append(self._stopped.set)
 
-    # ------------------------------------------------------------ commands (called via submit)
+    # ------------------------------------------------------------ queue control
 
-    def create(self, tx: Tx, item: dict[str, Any], field_prefix: str = "") -> Task:
-        key = item.get("idempotencyKey")
-        if key is not None:
-            existing = store.find_by_idempotency_key(tx.conn, key)
-            if existing is not None:
-                return store.task_from_row(existing)
-        parent_id = item.get("parentId")
-        if parent_id is not None:
-            parent = store.get(tx.conn, parent_id)
-            if parent is None:
-                raise InvalidParams(f"{field_prefix}parentId", f"no task with id {parent_id!r}")
-            if store.row_status(parent) in TERMINAL:
-                raise InvalidTransition(
-                    parent_id, store.row_status(parent), "parent",
-                    f"a {store.row_status(parent)} task takes no new children",
-                )
-        spec = self._registry.get(item["type"])
-        assert spec is not None
-        run_at = item.get("runAt")
-        row = store.insert(
-            tx.conn,
-            task_id=str(uuid.uuid4()),
-            type=item["type"],
-            status=Status.QUEUED,
-            parent_id=parent_id,
-            details_json=store.dumps(item.get("details", {})),
-            priority=item.get("priority", 0),
-            max_attempts=item.get("maxAttempts", spec.max_attempts),
-            run_at=run_at if run_at is not None else tx.now,
-            idempotency_key=key,
-            now=tx.now,
-        )
-        self._claim_needed = True
-        return tx.announce(row)
+    def set_queue(self, tx: Tx, *, paused: bool | None = None, type: str | None = None,
+                  limit: int | None | bool = False) -> dict[str, Any]:
+        """Pause/resume claiming (all or one type) or change a concurrency limit; persisted."""
+        queue = self.queue
+        if paused is not None:
+            if type is None:
+                queue.paused = paused
+            elif paused:
+                queue.paused_types.add(type)
+            else:
+                queue.paused_types.discard(type)
+        if limit is not False:
+            if type is None:
+                queue.concurrency_override = limit  # type: ignore[assignment]
+            elif limit is None:
+                queue.type_limits.pop(type, None)
+            else:
+                queue.type_limits[type] = limit  # type: ignore[assignment]
+        queue.save(tx.conn)
+        tx.after.append(lambda: self._workers.resize(queue.concurrency))
+        self.wake()
+        return queue.describe()
 
-    def create_many(self, tx: Tx, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"tasks": [self.create(tx, item, f"tasks[{i}].") for i, item in enumerate(items)]}
 
-    def _get_row(self, tx: Tx, task_id: str) -> store.Row:
-        row = store.get(tx.conn, task_id)
+class QueueSettings:
+    """Claiming switches and limits that survive restarts (the ``settings`` table)."""
+
+    def __init__(self, default_concurrency: int) -> None:
+        self.default_concurrency = default_concurrency
+        self.paused = False
+        self.paused_types: set[str] = set()
+        self.concurrency_override: int | None = None
+        self.type_limits: dict[str, int] = {}
+
+    @property
+    def concurrency(self) -> int:
+        return self.concurrency_override or self.default_concurrency
+
+    def load(self, conn: sqlite3.Connection) -> None:
+        row = conn.execute('SELECT "value" FROM "settings" WHERE "key" = \'queue\'').fetchone()
         if row is None:
-            raise TaskNotFound(task_id)
-        return row
+            return
+        data = store.orjson.loads(row[0])
+        self.paused = bool(data.get("paused", False))
+        self.paused_types = set(data.get("pausedTypes", []))
+        self.concurrency_override = data.get("concurrency")
+        self.type_limits = dict(data.get("typeConcurrency", {}))
 
-    def cancel(self, tx: Tx, task_id: str) -> Task:
-        row = self._get_row(tx, task_id)
-        status = store.row_status(row)
-        running = self._running.get(task_id)
-        if status == Status.RUNNING and running is not None:
-            ctx = running.ctx
-            if ctx.stop_reason is None:
-                tx.after.append(partial(ctx.request_stop, "cancel"))
-                self._add_timer(self.grace_s, partial(self._op_abandon, ctx))
-                row = store.set_message(tx.conn, task_id, "cancelling", tx.now) or row
-                return tx.announce(row)
-            return store.task_from_row(row)
-        new = store.transition(tx.conn, task_id, Status.CANCELLED, tx.now, completed_at=tx.now)
-        if new is None:
-            raise InvalidTransition(task_id, status, Status.CANCELLED)
-        return tx.announce(new)
-
-    def retry(self, tx: Tx, task_id: str) -> Task:
-        row = self._get_row(tx, task_id)
-        status = store.row_status(row)
-        if status not in (Status.FAILED, Status.CANCELLED):
-            raise InvalidTransition(task_id, status, Status.QUEUED, "only FAILED or CANCELLED tasks can be retried")
-        new = store.transition(
-            tx.conn, task_id, Status.QUEUED, tx.now,
-            attempt=0, error=None, result=None, progress=0, message=None,
-            run_at=tx.now, started_at=None, completed_at=None,
+    def save(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            'INSERT INTO "settings" ("key", "value") VALUES (\'queue\', ?) '
+            'ON CONFLICT ("key") DO UPDATE SET "value" = excluded."value"',
+            (store.dumps({
+                "paused": self.paused,
+                "pausedTypes": sorted(self.paused_types),
+                "concurrency": self.concurrency_override,
+                "typeConcurrency": self.type_limits,
+            }),),
         )
-        assert new is not None
-        self._claim_needed = True
-        return tx.announce(new)
 
-    def delete(self, tx: Tx, task_id: str) -> dict[str, int]:
-        row = self._get_row(tx, task_id)
-        status = store.row_status(row)
-        if status not in TERMINAL:
-            raise InvalidTransition(task_id, status, "DELETED", "only finished tasks can be deleted")
-        ids = [r[0] for r in tx.conn.execute(_SUBTREE_IDS, (task_id,))]
-        store.delete(tx.conn, task_id)
-        tx.deleted.extend(ids)
-        return {"deleted": len(ids)}
-
-    def prune(self, tx: Tx, older_than_ms: int, statuses: list[str]) -> dict[str, int]:
-        cutoff = tx.now - older_than_ms
-        deleted: list[str] = []
-        while True:
-            ids = store.prune(tx.conn, statuses, cutoff)
-            deleted.extend(ids)
-            if len(ids) < 5000:
-                break
-        tx.deleted.extend(deleted)
-        return {"deleted": len(deleted)}
-
-
-_SUBTREE_IDS = (
-    'WITH RECURSIVE sub(id) AS (SELECT ? UNION ALL '
-    'SELECT t."id" FROM "tasks" t JOIN sub ON t."parent_id" = sub.id) SELECT id FROM sub'
-)
+    def describe(self) -> dict[str, Any]:
+        return {
+            "paused": self.paused,
+            "pausedTypes": sorted(self.paused_types),
+            "concurrency": self.concurrency,
+            "typeConcurrency": dict(self.type_limits),
+        }

@@ -149,15 +149,20 @@ class Client:
         except json.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict) and "id" in parsed and parsed["id"] is not None and "method" in parsed:
+            # Answered by id, or, when the sidecar could not read the id (an invalid request),
+            # by a response with id null.
             pending = _Pending()
             with self._lock:
                 self._pending[parsed["id"]] = pending
+                start = len(self._null_id_responses)
             try:
                 self.transport.write_line(line)
-                pending.event.wait(timeout)
+                self.board.wait_for(lambda: pending.event.is_set() or len(self._null_id_responses) > start, timeout)
             finally:
                 with self._lock:
                     self._pending.pop(parsed["id"], None)
+            if pending.response is None and len(self._null_id_responses) > start:
+                return self._null_id_responses[start]
             return pending.response
         if isinstance(parsed, dict) and "method" in parsed and "id" not in parsed:
             self.transport.write_line(line)  # a notification: never answered

@@ -73,10 +73,32 @@ def _v3_settings(db: pw.SqliteDatabase) -> None:
     )
 
 
+def _v4_task_graphs(db: pw.SqliteDatabase) -> None:
+    """Parent/child batches and dependencies."""
+    m = SqliteMigrator(db)
+    migrate(
+        m.add_column("tasks", "depends_on", pw.TextField(null=True)),  # JSON list, as created
+        m.add_column("tasks", "on_child_failure", pw.TextField(default="fail")),
+        m.add_column("tasks", "weight", pw.FloatField(default=1)),
+        # 1 once the task's own handler has returned (a parent then waits for its children)
+        m.add_column("tasks", "handler_done", pw.IntegerField(default=0)),
+    )
+    db.execute_sql(
+        'CREATE TABLE "task_deps" ('
+        '"task_id" TEXT NOT NULL REFERENCES "tasks" ("id") ON DELETE CASCADE, '
+        '"depends_on_id" TEXT NOT NULL REFERENCES "tasks" ("id") ON DELETE CASCADE, '
+        'PRIMARY KEY ("task_id", "depends_on_id")) WITHOUT ROWID'
+    )
+    db.execute_sql('CREATE INDEX "task_deps_depends_on" ON "task_deps" ("depends_on_id")')
+    db.execute_sql('CREATE INDEX "tasks_parent_status" ON "tasks" ("parent_id", "status")')
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_parent_id"')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
     _v3_settings,
+    _v4_task_graphs,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -40,9 +40,23 @@ class Task(BaseModel):
     started_at = pw.BigIntegerField(null=True)
     completed_at = pw.BigIntegerField(null=True)
     version = pw.IntegerField(default=1)
+    depends_on = pw.TextField(null=True)  # JSON list of ids, as created
+    on_child_failure = pw.TextField(default="fail")
+    weight = pw.FloatField(default=1)
+    handler_done = pw.IntegerField(default=0)
 
     class Meta:
         table_name = "tasks"
+
+
+class TaskDep(BaseModel):
+    task = pw.ForeignKeyField(Task, column_name="task_id", on_delete="CASCADE")
+    depends_on = pw.ForeignKeyField(Task, column_name="depends_on_id", on_delete="CASCADE")
+
+    class Meta:
+        table_name = "task_deps"
+        primary_key = pw.CompositeKey("task", "depends_on")
+        without_rowid = True
 
 
 class Setting(BaseModel):

@@ -39,6 +39,10 @@ COLUMNS: tuple[str, ...] = (
     "started_at",
     "completed_at",
     "version",
+    "depends_on",
+    "on_child_failure",
+    "weight",
+    "handler_done",  # internal: not a field of the protocol's Task (dropped by task_from_row)
 )
 _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
 _FIELD_NAMES = (
@@ -61,10 +65,20 @@ _FIELD_NAMES = (
     "startedAt",
     "completedAt",
     "version",
+    "dependsOn",
+    "onChildFailure",
+    "weight",
 )
 _I_DETAILS = COLUMNS.index("details")
 _I_RESULT = COLUMNS.index("result")
 _I_PROGRESS = COLUMNS.index("progress")
+_I_DEPENDS = COLUMNS.index("depends_on")
+I_PARENT = COLUMNS.index("parent_id")
+I_HANDLER_DONE = COLUMNS.index("handler_done")
+I_POLICY = COLUMNS.index("on_child_failure")
+I_TYPE = COLUMNS.index("type")
+I_ERROR = COLUMNS.index("error")
+I_RESULT = _I_RESULT
 
 Row = tuple[Any, ...]
 Task = dict[str, Any]
@@ -78,6 +92,7 @@ def task_from_row(row: Row) -> Task:
     task = dict(zip(_FIELD_NAMES, row))
     task["details"] = orjson.loads(row[_I_DETAILS]) if row[_I_DETAILS] is not None else {}
     task["result"] = orjson.loads(row[_I_RESULT]) if row[_I_RESULT] is not None else None
+    task["dependsOn"] = orjson.loads(row[_I_DEPENDS]) if row[_I_DEPENDS] else []
     progress = row[_I_PROGRESS]
     task["progress"] = int(progress) if progress == int(progress) else progress
     return task
@@ -96,8 +111,9 @@ def row_id(row: Row) -> str:
 _INSERT = (
     'INSERT INTO "tasks" ("id", "type", "status", "parent_id", "progress", "message", "details", '
     '"result", "error", "priority", "attempt", "max_attempts", "run_at", "idempotency_key", '
-    '"checkpoint", "created_at", "updated_at", "started_at", "completed_at", "version") '
-    "VALUES (?, ?, ?, ?, 0, NULL, ?, NULL, NULL, ?, 0, ?, ?, ?, NULL, ?, ?, NULL, NULL, 1)"
+    '"checkpoint", "created_at", "updated_at", "started_at", "completed_at", "version", '
+    '"depends_on", "on_child_failure", "weight", "handler_done") '
+    "VALUES (?, ?, ?, ?, 0, NULL, ?, NULL, NULL, ?, 0, ?, ?, ?, NULL, ?, ?, NULL, NULL, 1, ?, ?, ?, 0)"
 )
 
 
@@ -114,15 +130,19 @@ def insert(
     run_at: int,
     idempotency_key: str | None,
     now: int,
+    depends_on_json: str | None = None,
+    on_child_failure: str = "fail",
+    weight: float = 1.0,
 ) -> Row:
     conn.execute(
         _INSERT,
         (task_id, type, status.value, parent_id, details_json, priority, max_attempts, run_at,
-         idempotency_key, now, now),
+         idempotency_key, now, now, depends_on_json, on_child_failure, weight),
     )
     # The new row is exactly what was written; RETURNING would cost ~30 µs a row to say so.
     return (task_id, type, status.value, parent_id, 0, None, details_json, None, None, priority,
-            0, max_attempts, run_at, idempotency_key, now, now, None, None, 1)
+            0, max_attempts, run_at, idempotency_key, now, now, None, None, 1,
+            depends_on_json, on_child_failure, weight, 0)
 
 
 _transition_sql_cache: dict[tuple[Status, tuple[str, ...]], str] = {}
@@ -156,6 +176,16 @@ _PROGRESS = (
     'UPDATE "tasks" SET "progress" = ?, "message" = ?, "updated_at" = ?, "version" = "version" + 1 '
     f'WHERE "id" = ? AND "status" = \'RUNNING\' RETURNING {_COLS}'
 )
+_AGGREGATE = (
+    'UPDATE "tasks" SET "progress" = ?, "updated_at" = ?, "version" = "version" + 1 '
+    'WHERE "id" = ? AND "progress" != ? AND "status" NOT IN (\'COMPLETED\', \'FAILED\', \'CANCELLED\') '
+    f"RETURNING {_COLS}"
+)
+
+
+def set_aggregate_progress(conn: sqlite3.Connection, task_id: str, progress: float, now: int) -> Row | None:
+    """A parent's progress, derived from its children; None when unchanged or finished."""
+    return conn.execute(_AGGREGATE, (progress, now, task_id, progress)).fetchone()
 
 
 def set_progress(
@@ -344,3 +374,104 @@ def stats(conn: sqlite3.Connection) -> dict[str, Any]:
         by_type.setdefault(type_, {})[status] = count
         total += count
     return {"total": total, "byStatus": by_status, "byType": by_type}
+
+
+# ---------------------------------------------------------------- graphs
+
+_TERMINAL_SQL = "('COMPLETED', 'FAILED', 'CANCELLED')"
+
+
+def insert_deps(conn: sqlite3.Connection, task_id: str, dep_ids: Iterable[str]) -> None:
+    conn.executemany(
+        'INSERT OR IGNORE INTO "task_deps" ("task_id", "depends_on_id") VALUES (?, ?)',
+        [(task_id, d) for d in dep_ids],
+    )
+
+
+def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
+    """id -> status for the ids that exist."""
+    found: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        marks = ", ".join("?" * len(part))
+        for task_id, status in conn.execute(
+            f'SELECT "id", "status" FROM "tasks" WHERE "id" IN ({marks})', part
+        ):
+            found[task_id] = status
+    return found
+
+
+def waits_for(conn: sqlite3.Connection, task_id: str) -> list[str]:
+    """The tasks ``task_id`` waits for: its dependencies and its children."""
+    return [
+        r[0]
+        for r in conn.execute(
+            'SELECT "depends_on_id" FROM "task_deps" WHERE "task_id" = ? '
+            'UNION ALL SELECT "id" FROM "tasks" WHERE "parent_id" = ?',
+            (task_id, task_id),
+        )
+    ]
+
+
+def dependency_summary(conn: sqlite3.Connection, task_id: str) -> tuple[int, int, tuple[str, str] | None]:
+    """(total, completed, first failed-or-cancelled (id, status)) over a task's dependencies."""
+    total = completed = 0
+    bad: tuple[str, str] | None = None
+    for dep_id, status in conn.execute(
+        'SELECT t."id", t."status" FROM "task_deps" d JOIN "tasks" t ON t."id" = d."depends_on_id" '
+        'WHERE d."task_id" = ?',
+        (task_id,),
+    ):
+        total += 1
+        if status == "COMPLETED":
+            completed += 1
+        elif status in ("FAILED", "CANCELLED") and bad is None:
+            bad = (dep_id, status)
+    return total, completed, bad
+
+
+def unfinished_dependents(conn: sqlite3.Connection, task_id: str) -> list[str]:
+    return [
+        r[0]
+        for r in conn.execute(
+            'SELECT d."task_id" FROM "task_deps" d JOIN "tasks" t ON t."id" = d."task_id" '
+            f'WHERE d."depends_on_id" = ? AND t."status" NOT IN {_TERMINAL_SQL}',
+            (task_id,),
+        )
+    ]
+
+
+def children_summary(conn: sqlite3.Connection, parent_id: str) -> tuple[dict[str, int], float | None]:
+    """Counts of children by status, and their weighted progress (finished children count 100)."""
+    counts: dict[str, int] = {}
+    weight_sum = 0.0
+    weighted = 0.0
+    for status, count, w, wp in conn.execute(
+        'SELECT "status", COUNT(*), SUM("weight"), SUM("weight" * CASE WHEN "status" IN '
+        f'{_TERMINAL_SQL} THEN 100 ELSE "progress" END) FROM "tasks" WHERE "parent_id" = ? '
+        'GROUP BY "status"',
+        (parent_id,),
+    ):
+        counts[status] = count
+        weight_sum += w or 0.0
+        weighted += wp or 0.0
+    if not counts:
+        return counts, None
+    return counts, (round(weighted / weight_sum, 3) if weight_sum > 0 else 0.0)
+
+
+def has_children(conn: sqlite3.Connection, task_id: str) -> bool:
+    return conn.execute('SELECT 1 FROM "tasks" WHERE "parent_id" = ? LIMIT 1', (task_id,)).fetchone() is not None
+
+
+_DESCENDANTS = (
+    'WITH RECURSIVE sub("id", "depth") AS (SELECT "id", 1 FROM "tasks" WHERE "parent_id" = ? '
+    'UNION ALL SELECT t."id", sub."depth" + 1 FROM "tasks" t JOIN sub ON t."parent_id" = sub."id") '
+    f'SELECT t.{_COLS.replace(", ", ", t.")}, sub."depth" FROM sub JOIN "tasks" t ON t."id" = sub."id" '
+    'ORDER BY sub."depth", t."created_at", t."rowid"'
+)
+
+
+def descendants(conn: sqlite3.Connection, task_id: str) -> list[Row]:
+    """Every descendant row, parents before their children (breadth first)."""
+    return [r[:-1] for r in conn.execute(_DESCENDANTS, (task_id,))]

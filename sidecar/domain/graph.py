@@ -1,0 +1,498 @@
+"""Task commands and the graph rules: parents and children, dependencies, cancel, retry, pause.
+
+Everything here runs inside the engine's transaction (see :mod:`sidecar.domain.engine`), so a change
+and all of its consequences (a failed child failing its parent, a finished dependency releasing its
+dependents, ...) commit together or not at all — a crash never leaves a graph half-updated.
+
+"Waits for" is the one relation behind both cycles and settling: a task waits for its
+dependencies (before it runs) and for its children (after its handler returned).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import deque
+from collections.abc import Iterable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from sidecar.domain.states import TERMINAL, UNFINISHED, Status
+from sidecar.errors import DependencyCycle, InvalidParams, InvalidTransition, TaskNotFound
+from sidecar.persistence import store
+from sidecar.persistence.store import Row, Task
+
+if TYPE_CHECKING:
+    from sidecar.domain.engine import Engine, Tx
+
+_UNFINISHED = frozenset(s.value for s in UNFINISHED)
+_TERMINAL = frozenset(s.value for s in TERMINAL)
+
+
+def _status(row: Row) -> str:
+    return row[2]
+
+
+def merge_child_counts(result: Any, counts: dict[str, int]) -> Any:
+    summary = {
+        "completed": counts.get("COMPLETED", 0),
+        "failed": counts.get("FAILED", 0),
+        "cancelled": counts.get("CANCELLED", 0),
+    }
+    if result is None:
+        return {"children": summary}
+    if isinstance(result, dict):
+        return {**result, "children": summary}
+    return {"value": result, "children": summary}
+
+
+class Graph:
+    def __init__(self, engine: "Engine") -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------ helpers
+
+    def row(self, tx: "Tx", task_id: str) -> Row:
+        row = store.get(tx.conn, task_id)
+        if row is None:
+            raise TaskNotFound(task_id)
+        return row
+
+    def move(self, tx: "Tx", task_id: str, target: Status, **sets: Any) -> Row | None:
+        row = store.transition(tx.conn, task_id, target, tx.now, **sets)
+        if row is not None:
+            tx.announce(row)
+        return row
+
+    def end(self, tx: "Tx", task_id: str, target: Status, **sets: Any) -> Row | None:
+        """Move to a terminal status, then settle everything that waited on this task."""
+        sets.setdefault("completed_at", tx.now)
+        row = self.move(tx, task_id, target, **sets)
+        if row is not None:
+            self.settle(tx, self.consequences(tx, row))
+        return row
+
+    def _stop_running(self, tx: "Tx", task_id: str, reason: str, message: str) -> Row | None:
+        """Signal a running handler; it ends in the reason's status when it stops (or is abandoned)."""
+        running = self.engine.running(task_id)
+        if running is None or running.ctx.stop_reason is not None:
+            return None
+        tx.stopping[task_id] = reason
+        tx.after.append(partial(running.ctx.request_stop, reason))
+        self.engine.abandon_later(running.ctx)
+        row = store.set_message(tx.conn, task_id, message, tx.now)
+        if row is not None:
+            tx.announce(row)
+        return row
+
+    def _stopping_reason(self, tx: "Tx", task_id: str) -> str | None:
+        if task_id in tx.stopping:
+            return tx.stopping[task_id]
+        running = self.engine.running(task_id)
+        return running.ctx.stop_reason if running is not None else None
+
+    # ------------------------------------------------------------ create
+
+    def create_many(self, tx: "Tx", items: list[dict[str, Any]], prefix_items: bool = True) -> list[Task]:
+        def prefix(i: int) -> str:
+            return f"tasks[{i}]." if prefix_items else ""
+
+        conn = tx.conn
+        refs: dict[str, int] = {}
+        for i, item in enumerate(items):
+            ref = item.get("ref")
+            if ref is not None:
+                if ref in refs:
+                    raise InvalidParams(f"{prefix(i)}ref", f"duplicate ref {ref!r}")
+                refs[ref] = i
+
+        # idempotency: an existing key (or one repeated in this call) names the existing task
+        ids: list[str] = []
+        existing_rows: dict[int, Row] = {}
+        keys: dict[str, int] = {}
+        for i, item in enumerate(items):
+            key = item.get("idempotencyKey")
+            if key is not None:
+                if key in keys:
+                    ids.append(ids[keys[key]])
+                    existing_rows[i] = existing_rows.get(keys[key]) or ()
+                    continue
+                keys[key] = i
+                found = store.find_by_idempotency_key(conn, key)
+                if found is not None:
+                    ids.append(found[0])
+                    existing_rows[i] = found
+                    continue
+            ids.append(str(uuid.uuid4()))
+        new = [i for i in range(len(items)) if i not in existing_rows]
+
+        # resolve parentId / dependsOn: a ref of this call, else an existing task id
+        wanted = {
+            v
+            for i in new
+            for v in [items[i].get("parentId"), *items[i].get("dependsOn", [])]
+            if v is not None and v not in refs
+        }
+        statuses = store.existing_ids(conn, sorted(wanted)) if wanted else {}
+
+        def resolve(value: str, field: str) -> str:
+            if value in refs:
+                return ids[refs[value]]
+            if value in statuses:
+                return value
+            raise InvalidParams(field, f"no task with id {value!r} (nor a ref of this call)")
+
+        parent_of: dict[int, str | None] = {}
+        deps_of: dict[int, list[str]] = {}
+        for i in new:
+            item = items[i]
+            parent = item.get("parentId")
+            parent_of[i] = resolve(parent, f"{prefix(i)}parentId") if parent is not None else None
+            if parent_of[i] in statuses and statuses[parent_of[i]] in _TERMINAL:
+                raise InvalidTransition(
+                    parent_of[i], statuses[parent_of[i]], "parent",
+                    f"a {statuses[parent_of[i]]} task takes no new children",
+                )
+            deps_of[i] = list(dict.fromkeys(
+                resolve(d, f"{prefix(i)}dependsOn[{j}]") for j, d in enumerate(item.get("dependsOn", []))
+            ))
+        self._refuse_cycles(tx, items, ids, new, parent_of, deps_of)
+
+        # insert parents before children (the foreign key is checked at once)
+        index_of = {ids[i]: i for i in new}
+        depth: dict[int, int] = {}
+
+        def depth_of(i: int) -> int:
+            if i not in depth:
+                parent = parent_of[i]
+                depth[i] = depth_of(index_of[parent]) + 1 if parent in index_of else 0
+            return depth[i]
+
+        engine = self.engine
+        waiting: list[str] = []
+        for i in sorted(new, key=depth_of):
+            item = items[i]
+            spec = engine.registry.get(item["type"])
+            assert spec is not None
+            deps = deps_of[i]
+            ready = all(statuses.get(d) == "COMPLETED" for d in deps)
+            run_at = item.get("runAt")
+            row = store.insert(
+                conn,
+                task_id=ids[i],
+                type=item["type"],
+                status=Status.QUEUED if ready else Status.WAITING,
+                parent_id=parent_of[i],
+                details_json=store.dumps(item.get("details", {})),
+                priority=item.get("priority", 0),
+                max_attempts=item.get("maxAttempts", spec.max_attempts),
+                run_at=run_at if run_at is not None else tx.now,
+                idempotency_key=item.get("idempotencyKey"),
+                now=tx.now,
+                depends_on_json=store.dumps(deps) if deps else None,
+                on_child_failure=item.get("onChildFailure", "fail"),
+                weight=float(item.get("weight", 1)),
+            )
+            tx.announce(row)
+            if not ready:
+                waiting.append(ids[i])
+        for i in new:
+            if deps_of[i]:
+                store.insert_deps(conn, ids[i], deps_of[i])
+        engine.wake()
+        self.settle(tx, waiting)  # a dependency already FAILED/CANCELLED ends them at once
+        out: list[Task] = []
+        for i, task_id in enumerate(ids):
+            latest = tx.latest.get(task_id)
+            if latest is None:
+                latest = store.task_from_row(existing_rows[i] or self.row(tx, task_id))
+            out.append(latest)
+        return out
+
+    def _refuse_cycles(
+        self,
+        tx: "Tx",
+        items: list[dict[str, Any]],
+        ids: list[str],
+        new: list[int],
+        parent_of: dict[int, str | None],
+        deps_of: dict[int, list[str]],
+    ) -> None:
+        """Depth-first search of "waits for" edges from every new task; existing tasks are read lazily."""
+        new_index = {ids[i]: i for i in new}
+        new_children: dict[str, list[str]] = {}
+        for i in new:
+            if parent_of[i] is not None:
+                new_children.setdefault(parent_of[i], []).append(ids[i])
+        if not any(deps_of[i] for i in new) and not any(p not in new_index for p in new_children):
+            return  # only parent links among new items and onto leaves: nothing can close a loop
+
+        def edges(node: str) -> Iterable[str]:
+            if node in new_index:
+                yield from deps_of[new_index[node]]
+            else:
+                yield from store.waits_for(tx.conn, node)
+            yield from new_children.get(node, ())
+
+        def label(node: str) -> Any:
+            if node in new_index:
+                i = new_index[node]
+                return {"index": i, "ref": items[i].get("ref")}
+            return node
+
+        done: set[str] = set()
+        for start in new:
+            root = ids[start]
+            if root in done:
+                continue
+            path: list[str] = [root]
+            on_path = {root}
+            stack = [iter(edges(root))]
+            while stack:
+                nxt = next(stack[-1], None)
+                if nxt is None:
+                    stack.pop()
+                    finished = path.pop()
+                    on_path.discard(finished)
+                    done.add(finished)
+                    continue
+                if nxt in on_path:
+                    loop = path[path.index(nxt):] + [nxt]
+                    raise DependencyCycle([label(n) for n in loop])
+                if nxt in done:
+                    continue
+                path.append(nxt)
+                on_path.add(nxt)
+                stack.append(iter(edges(nxt)))
+
+    # ------------------------------------------------------------ settling
+
+    def consequences(self, tx: "Tx", row: Row) -> list[str]:
+        """What must be looked at after ``row`` became terminal: dependents and the parent."""
+        task_id = row[0]
+        status = _status(row)
+        todo = store.unfinished_dependents(tx.conn, task_id)
+        parent_id = row[store.I_PARENT]
+        if parent_id is None:
+            return todo
+        parent = store.get(tx.conn, parent_id)
+        if parent is None or _status(parent) in _TERMINAL:
+            return todo
+        if (
+            status in ("FAILED", "CANCELLED")
+            and parent[store.I_POLICY] == "fail"
+            and self._stopping_reason(tx, parent_id) != "cancel"
+        ):
+            verb = "failed" if status == "FAILED" else "was cancelled"
+            detail = f": {row[store.I_ERROR]}" if status == "FAILED" and row[store.I_ERROR] else ""
+            self._fail_parent(tx, parent, f"child {task_id} ({row[store.I_TYPE]}) {verb}{detail}")
+            return todo
+        todo.append(parent_id)
+        return todo
+
+    def _fail_parent(self, tx: "Tx", parent: Row, error: str) -> None:
+        parent_id = parent[0]
+        if _status(parent) == "RUNNING":
+            self._stop_running(tx, parent_id, "cancel", "failing: a child failed")
+        tx.stopping[parent_id] = "cancel"  # its children's cancellations must not re-fail it
+        row = self.move(tx, parent_id, Status.FAILED, error=error, completed_at=tx.now)
+        self._cancel_descendants(tx, parent_id)
+        if row is not None:
+            self.settle(tx, self.consequences(tx, row))
+
+    def settle(self, tx: "Tx", task_ids: Iterable[str]) -> None:
+        """Re-evaluate waiting tasks: release, complete, or fail them as their graph now says."""
+        work = deque(task_ids)
+        while work:
+            task_id = work.popleft()
+            row = store.get(tx.conn, task_id)
+            if row is None:
+                continue
+            status = _status(row)
+            handler_done = row[store.I_HANDLER_DONE]
+            if status == "PAUSED" and not handler_done:
+                _, _, bad = store.dependency_summary(tx.conn, task_id)
+                if bad is not None:
+                    work.extend(self._dependency_ended(tx, task_id, bad))
+                continue
+            if status != "WAITING":
+                continue
+            if not handler_done:
+                total, completed, bad = store.dependency_summary(tx.conn, task_id)
+                if bad is not None:
+                    work.extend(self._dependency_ended(tx, task_id, bad))
+                elif completed == total:
+                    self.move(tx, task_id, Status.QUEUED, run_at=max(tx.now, row[store.COLUMNS.index("run_at")]))
+                    self.engine.wake()
+                continue
+            counts, _ = store.children_summary(tx.conn, task_id)
+            if any(counts.get(s, 0) for s in _UNFINISHED):
+                continue
+            failed, cancelled = counts.get("FAILED", 0), counts.get("CANCELLED", 0)
+            if row[store.I_POLICY] == "fail" and (failed or cancelled):
+                done = self.move(
+                    tx, task_id, Status.FAILED, completed_at=tx.now,
+                    error=f"{failed} child task(s) failed, {cancelled} cancelled",
+                )
+            else:
+                stored = row[store.I_RESULT]
+                result = merge_child_counts(orjson.loads(stored) if stored else None, counts)
+                done = self.move(
+                    tx, task_id, Status.COMPLETED, completed_at=tx.now, progress=100,
+                    result=store.dumps(result),
+                )
+            if done is not None:
+                work.extend(self.consequences(tx, done))
+
+    def _dependency_ended(self, tx: "Tx", task_id: str, bad: tuple[str, str]) -> list[str]:
+        dep_id, dep_status = bad
+        target = Status.FAILED if dep_status == "FAILED" else Status.CANCELLED
+        verb = "failed" if dep_status == "FAILED" else "was cancelled"
+        row = self.move(tx, task_id, target, completed_at=tx.now, error=f"dependency {dep_id} {verb}")
+        if row is None:
+            return []
+        if row[store.I_HANDLER_DONE] == 0 and store.has_children(tx.conn, task_id):
+            tx.stopping[task_id] = "cancel"
+            self._cancel_descendants(tx, task_id)
+        return self.consequences(tx, row)
+
+    # ------------------------------------------------------------ a handler returned
+
+    def handler_succeeded(self, tx: "Tx", task_id: str, result: Any, extra: dict[str, Any]) -> Row | None:
+        if not store.has_children(tx.conn, task_id):  # the hot path: a plain task
+            return self.end(
+                tx, task_id, Status.COMPLETED, progress=100, result=store.dumps(result), error=None, **extra
+            )
+        counts, progress = store.children_summary(tx.conn, task_id)
+        if any(counts.get(s, 0) for s in _UNFINISHED):
+            extra.pop("progress", None)
+            return self.move(
+                tx, task_id, Status.WAITING, handler_done=1, result=store.dumps(result),
+                progress=progress or 0, **extra,
+            )
+        row = self.move(tx, task_id, Status.WAITING, handler_done=1, result=store.dumps(result), **extra)
+        self.settle(tx, [task_id])
+        return row
+
+    # ------------------------------------------------------------ user commands
+
+    def cancel(self, tx: "Tx", task_id: str) -> Task:
+        row = self.row(tx, task_id)
+        status = _status(row)
+        if status in _TERMINAL:
+            raise InvalidTransition(task_id, status, Status.CANCELLED)
+        tx.stopping.setdefault(task_id, "cancel")
+        if status == "RUNNING":
+            self._stop_running(tx, task_id, "cancel", "cancelling")
+            self._cancel_descendants(tx, task_id)
+        else:
+            self._cancel_descendants(tx, task_id)
+            self.end(tx, task_id, Status.CANCELLED)
+        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
+
+    def _cancel_descendants(self, tx: "Tx", task_id: str) -> None:
+        for child in store.descendants(tx.conn, task_id):
+            child_id, status = child[0], _status(child)
+            if status in _TERMINAL:
+                continue
+            tx.stopping.setdefault(child_id, "cancel")
+            if status == "RUNNING":
+                self._stop_running(tx, child_id, "cancel", "cancelling")
+            else:
+                self.end(tx, child_id, Status.CANCELLED)
+
+    def retry(self, tx: "Tx", task_id: str) -> Task:
+        row = self.row(tx, task_id)
+        status = _status(row)
+        if status not in ("FAILED", "CANCELLED"):
+            raise InvalidTransition(task_id, status, Status.QUEUED, "only FAILED or CANCELLED tasks can be retried")
+        again = [row] + [d for d in store.descendants(tx.conn, task_id) if _status(d) in ("FAILED", "CANCELLED")]
+        reopened: list[str] = []
+        for r in again:
+            handler_done = r[store.I_HANDLER_DONE]
+            total, completed, _ = store.dependency_summary(tx.conn, r[0])
+            target = Status.WAITING if handler_done or completed < total else Status.QUEUED
+            sets: dict[str, Any] = dict(
+                attempt=0, error=None, run_at=tx.now, completed_at=None, started_at=None,
+            )
+            if not handler_done:
+                sets.update(result=None, progress=0, message=None)
+            self.move(tx, r[0], target, **sets)
+            reopened.append(r[0])
+        self.engine.wake()
+        # deepest first, so a parent sees its reopened children
+        self.settle(tx, reversed(reopened))
+        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
+
+    def pause(self, tx: "Tx", task_id: str) -> Task:
+        row = self.row(tx, task_id)
+        status = _status(row)
+        if status in _TERMINAL:
+            raise InvalidTransition(task_id, status, Status.PAUSED)
+        for r in [row, *store.descendants(tx.conn, task_id)]:
+            s = _status(r)
+            if s in ("QUEUED", "WAITING"):
+                self.move(tx, r[0], Status.PAUSED)
+            elif s == "RUNNING":
+                self._stop_running(tx, r[0], "pause", "pausing")
+        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
+
+    def resume(self, tx: "Tx", task_id: str) -> Task:
+        row = self.row(tx, task_id)
+        paused = [r for r in [row, *store.descendants(tx.conn, task_id)] if _status(r) == "PAUSED"]
+        if not paused:
+            raise InvalidTransition(task_id, _status(row), Status.QUEUED, "nothing in this subtree is paused")
+        waiting: list[str] = []
+        for r in paused:
+            total, completed, _ = store.dependency_summary(tx.conn, r[0])
+            if r[store.I_HANDLER_DONE] or completed < total:
+                self.move(tx, r[0], Status.WAITING)
+                waiting.append(r[0])
+            else:
+                self.move(tx, r[0], Status.QUEUED)
+        self.engine.wake()
+        self.settle(tx, reversed(waiting))
+        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
+
+    def delete(self, tx: "Tx", task_id: str) -> dict[str, int]:
+        row = self.row(tx, task_id)
+        status = _status(row)
+        subtree = store.descendants(tx.conn, task_id)
+        if status not in _TERMINAL or any(_status(r) not in _TERMINAL for r in subtree):
+            raise InvalidTransition(task_id, status, "DELETED", "only finished tasks (and subtrees) can be deleted")
+        store.delete(tx.conn, task_id)
+        tx.deleted.extend([task_id, *(r[0] for r in subtree)])
+        return {"deleted": 1 + len(subtree)}
+
+    def prune(self, tx: "Tx", older_than_ms: int, statuses: list[str]) -> dict[str, int]:
+        cutoff = tx.now - older_than_ms
+        deleted: list[str] = []
+        while True:
+            ids = store.prune(tx.conn, statuses, cutoff)
+            deleted.extend(ids)
+            if len(ids) < 5000:
+                break
+        tx.deleted.extend(deleted)
+        return {"deleted": len(deleted)}
+
+
+def build_tree(root: Row, rows: list[Row]) -> dict[str, Any]:
+    """Nest descendant rows (parents first) under ``root``; each node gets ``childCounts``."""
+    nodes: dict[str, dict[str, Any]] = {}
+
+    def node(row: Row) -> dict[str, Any]:
+        task = store.task_from_row(row)
+        task["children"] = []
+        task["childCounts"] = {}
+        nodes[row[0]] = task
+        return task
+
+    top = node(root)
+    for row in rows:
+        child = node(row)
+        parent = nodes.get(row[store.I_PARENT])
+        if parent is not None:
+            parent["children"].append(child)
+            parent["childCounts"][child["status"]] = parent["childCounts"].get(child["status"], 0) + 1
+    return top
