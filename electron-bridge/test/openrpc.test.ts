@@ -1,0 +1,73 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { checkAgainstOpenRpc } from '../src/openrpc';
+import { METHOD_SPECS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
+
+/** An OpenRPC document that describes exactly what the bridge types. */
+function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
+  const withGraph = options.withGraph ?? true;
+  const methods = (Object.keys(METHOD_SPECS) as MethodName[])
+    .filter((m) => m !== 'rpc.discover' && (withGraph || !METHOD_SPECS[m].graph))
+    .map((name) => {
+      const spec = (METHOD_SPECS[name].params ?? {}) as ParamsSpec;
+      const params = Object.entries(spec)
+        .filter(([p]) => withGraph || !['ref', 'dependsOn', 'onChildFailure', 'include'].includes(p))
+        .map(([p, f]) => ({ name: p, required: !f.optional, schema: {} }));
+      return { name, params, result: { name: 'result', schema: {} } };
+    });
+  return {
+    openrpc: '1.2.6',
+    info: { title: 'task-sidecar', version: '0.1.0' },
+    methods,
+    components: { schemas: { Task: { type: 'object', properties: Object.fromEntries(TASK_FIELDS.map((f) => [f, {}])) } } },
+  };
+}
+
+test('a document describing the same methods, params and Task has no mismatches', () => {
+  assert.deepEqual(checkAgainstOpenRpc(matchingDoc()), []);
+});
+
+test('a renamed param is caught in both directions', () => {
+  const doc = matchingDoc();
+  const get = doc.methods.find((m) => m.name === 'tasks.get')!;
+  get.params = get.params!.map((p) => (p.name === 'id' ? { ...p, name: 'taskId' } : p));
+  const kinds = checkAgainstOpenRpc(doc).map((m) => `${m.kind} ${m.method} ${m.param}`);
+  assert.deepEqual(kinds.sort(), ['param-missing-in-bridge tasks.get taskId', 'param-missing-in-document tasks.get id']);
+});
+
+test('a missing method, an unknown method, a required flag and a Task field are caught', () => {
+  const doc = matchingDoc();
+  doc.methods = doc.methods.filter((m) => m.name !== 'tasks.retry');
+  doc.methods.push({ name: 'tasks.archive', params: [{ name: 'id', required: true }] });
+  const list = doc.methods.find((m) => m.name === 'tasks.list')!;
+  list.params = list.params!.map((p) => (p.name === 'limit' ? { ...p, required: true } : p));
+  const schemas = doc.components!.schemas! as Record<string, { properties: Record<string, unknown> }>;
+  delete schemas['Task']!.properties['version'];
+  schemas['Task']!.properties['owner'] = {};
+  const kinds = checkAgainstOpenRpc(doc).map((m) => m.kind).sort();
+  assert.deepEqual(kinds, [
+    'method-missing-in-bridge',
+    'method-missing-in-document',
+    'param-required-mismatch',
+    'task-field-missing-in-bridge',
+    'task-field-missing-in-document',
+  ]);
+});
+
+test('graph methods may be absent only when allowed (a sidecar before issue 4)', () => {
+  const doc = matchingDoc({ withGraph: false });
+  assert.deepEqual(checkAgainstOpenRpc(doc, { allowMissingGraph: true }), []);
+  const strict = checkAgainstOpenRpc(doc).map((m) => m.method);
+  for (const m of ['tasks.tree', 'tasks.pause', 'tasks.resume', 'queue.pause', 'queue.resume', 'queue.setConcurrency']) assert.ok(strict.includes(m), m);
+});
+
+test('createMany item fields are compared when the document spells out the item schema via $ref', () => {
+  const doc = matchingDoc();
+  doc.components!.schemas!['CreateItem'] = { type: 'object', properties: { type: {}, details: {}, parentID: {} } };
+  const cm = doc.methods.find((m) => m.name === 'tasks.createMany')!;
+  cm.params = [{ name: 'tasks', required: true, schema: { type: 'array', items: { $ref: '#/components/schemas/CreateItem' } } }];
+  const found = checkAgainstOpenRpc(doc).map((m) => m.param);
+  assert.ok(found.includes('tasks[].parentId'));
+  assert.ok(found.includes('tasks[].parentID'));
+});
