@@ -96,12 +96,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
     def write(op: Any) -> Any:
         return engine.submit(op)
 
-    def check_create(item: dict[str, Any], prefix: str = "") -> None:
-        spec = registry.get(item["type"])
-        if spec is None:
-            raise UnknownTaskType(item["type"], f"{prefix}type")
-        if spec.validator is not None:
-            check(spec.validator, item.get("details", {}), f"{prefix}details")
+    check_create = engine.check_create
 
     graph = engine.graph
 

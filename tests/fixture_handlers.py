@@ -58,3 +58,15 @@ def burst(ctx: TaskContext) -> dict:
         ctx.progress(i / 10, f"burst {i}")
     ctx.sleep(1.0)  # quiet: the last value must still be announced while RUNNING
     return {}
+
+
+@handler("test.playlist")
+def playlist(ctx: TaskContext) -> dict:
+    """Fetch 'metadata', then fan out one child per entry (as Playlistify's import does)."""
+    entries = int(ctx.details.get("entries", 3))
+    ctx.progress(10, "metadata fetched")
+    for n in range(entries):
+        ctx.spawn("demo.sleep", {"seconds": float(ctx.details.get("seconds", 0.2)), "steps": 2})
+    if ctx.details.get("fail_after_spawn"):
+        raise RuntimeError("playlist handler failed after spawning")
+    return {"entries": entries}

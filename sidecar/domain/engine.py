@@ -30,7 +30,7 @@ from typing import Any
 from sidecar.domain.graph import Graph
 from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
-from sidecar.errors import ShuttingDown, SidecarError, StorageError
+from sidecar.errors import ShuttingDown, SidecarError, StorageError, UnknownTaskType
 from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError
 from sidecar.handlers.registry import HandlerSpec, Registry
 from sidecar.persistence import store
@@ -357,6 +357,7 @@ class Engine:
                 state=store.orjson.loads(checkpoint) if checkpoint is not None else None,
                 on_progress=self._on_progress,
                 on_checkpoint=self._on_checkpoint,
+                on_spawn=self._on_spawn,
             )
             running = Running(ctx, spec)
             self._running[ctx.id] = running
@@ -396,6 +397,33 @@ class Engine:
 
     def _on_checkpoint(self, ctx: TaskContext, state: Any) -> None:
         self.post(partial(self._op_checkpoint, ctx, store.dumps(state)))
+
+    def _on_spawn(self, ctx: TaskContext, items: list[dict[str, Any]]) -> list[Task]:
+        """Runs in the handler's thread: validate like tasks.createMany, then wait for the commit."""
+        for i, item in enumerate(items):
+            self.check_create(item, f"spawn[{i}].")
+        return self.submit(partial(self._op_spawn, ctx, items)).result()
+
+    def _op_spawn(self, ctx: TaskContext, items: list[dict[str, Any]], tx: Tx) -> list[Task]:
+        if self._current(ctx) is None or ctx.abandoned:
+            raise TaskCancelled("the task is no longer running")
+        tasks = self.graph.create_many(tx, items)
+        _, progress = store.children_summary(tx.conn, ctx.id)  # the parent's new progress, same commit
+        if progress is not None:
+            row = store.set_aggregate_progress(tx.conn, ctx.id, progress, tx.now)
+            if row is not None:
+                tx.announce(row)
+        return tasks
+
+    def check_create(self, item: dict[str, Any], prefix: str = "") -> None:
+        """What tasks.create checks before anything reaches the store: the type and its details."""
+        from sidecar.protocol import check  # the params checker, shared with the protocol layer
+
+        spec = self.registry.get(item.get("type", ""))
+        if spec is None:
+            raise UnknownTaskType(str(item.get("type")), f"{prefix}type")
+        if spec.validator is not None:
+            check(spec.validator, item.get("details", {}), f"{prefix}details")
 
     def _current(self, ctx: TaskContext) -> Running | None:
         running = self._running.get(ctx.id)

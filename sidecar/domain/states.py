@@ -42,8 +42,10 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     ),
     Status.PAUSED: frozenset({Status.QUEUED, Status.WAITING, Status.CANCELLED, Status.FAILED}),
     Status.COMPLETED: frozenset(),
-    Status.FAILED: frozenset({Status.QUEUED}),
-    Status.CANCELLED: frozenset({Status.QUEUED}),
+    # only tasks.retry takes these: QUEUED, or WAITING when the task still waits for dependencies
+    # or (its handler having finished) for children being retried with it
+    Status.FAILED: frozenset({Status.QUEUED, Status.WAITING}),
+    Status.CANCELLED: frozenset({Status.QUEUED, Status.WAITING}),
 }
 
 

@@ -37,6 +37,7 @@ class TaskContext:
         state: Any,
         on_progress: Callable[["TaskContext"], None],
         on_checkpoint: Callable[["TaskContext", Any], None],
+        on_spawn: Callable[["TaskContext", list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.id = task_id
         self.type = type
@@ -46,6 +47,8 @@ class TaskContext:
         self._state = state
         self._on_progress = on_progress
         self._on_checkpoint = on_checkpoint
+        self._on_spawn = on_spawn
+        self._spawned = 0
         self._stop = threading.Event()
         self.stop_reason: str | None = None  # "cancel", "pause", "shutdown", "timeout"
         self._lock = threading.Lock()
@@ -73,6 +76,31 @@ class TaskContext:
         """Persist ``state`` so a re-run (after a crash, pause or retry) can resume from it."""
         self._state = state
         self._on_checkpoint(self, state)
+
+    def spawn(
+        self,
+        type: str,
+        details: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Create a child task of this one; returns it once committed.
+
+        ``options`` are ``tasks.create`` params (``priority``, ``dependsOn``, ``weight``,
+        ``maxAttempts``, ``runAt``, ``idempotencyKey``, ``onChildFailure``). Unless given, the
+        idempotency key is derived from this task and the spawn's position, so a handler re-run after
+        a crash that spawns the same children in the same order creates no duplicates.
+        """
+        return self.spawn_many([{"type": type, "details": details or {}, **options}])[0]
+
+    def spawn_many(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Create many children in one transaction (all or nothing), with this task's new progress."""
+        if self._on_spawn is None:
+            raise RuntimeError("spawning is not available here")
+        prepared = []
+        for item in items:
+            self._spawned += 1
+            prepared.append({"idempotencyKey": f"{self.id}:spawn:{self._spawned}", **item, "parentId": self.id})
+        return self._on_spawn(self, prepared)
 
     @property
     def cancelled(self) -> bool:

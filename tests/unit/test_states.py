@@ -7,8 +7,8 @@ from sidecar.domain.states import TERMINAL, TRANSITIONS, IllegalTransition, Stat
 
 def test_terminal_statuses_only_leave_through_retry_to_queued() -> None:
     assert TRANSITIONS[Status.COMPLETED] == frozenset()
-    assert TRANSITIONS[Status.FAILED] == {Status.QUEUED}
-    assert TRANSITIONS[Status.CANCELLED] == {Status.QUEUED}
+    assert TRANSITIONS[Status.FAILED] == {Status.QUEUED, Status.WAITING}
+    assert TRANSITIONS[Status.CANCELLED] == {Status.QUEUED, Status.WAITING}
 
 
 def test_every_status_has_a_row() -> None:

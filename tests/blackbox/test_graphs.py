@@ -1,0 +1,248 @@
+"""Task graphs over stdio: batches, dependencies, cycles, pause/resume, queue control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.sidecar_client import SidecarProcess
+
+
+def batch(n: int, *, policy: str = "fail", fail: set[int] = frozenset(), seconds: float = 0.1) -> list[dict]:
+    items = [{"ref": "playlist", "type": "demo.noop", "onChildFailure": policy, "details": {"title": "Mix"}}]
+    for i in range(n):
+        if i in fail:
+            items.append({"type": "demo.fail", "parentId": "playlist", "details": {"message": f"video {i} gone"}})
+        else:
+            items.append({"type": "demo.sleep", "parentId": "playlist", "details": {"seconds": seconds, "steps": 2}})
+    return items
+
+
+def status_of(sidecar: SidecarProcess, task_id: str) -> str:
+    return sidecar.call("tasks.get", {"id": task_id})["status"]
+
+
+def test_a_playlist_batch_of_fifty_completes_with_aggregate_progress(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "8")
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(50)})["tasks"]
+    parent, children = tasks[0], tasks[1:]
+    assert all(c["parentId"] == parent["id"] for c in children)
+    done = sidecar.wait_status(parent["id"], "COMPLETED", timeout=30)
+    assert done["progress"] == 100
+    assert done["result"] == {"children": {"completed": 50, "failed": 0, "cancelled": 0}}
+    parent_updates = sidecar.updates(parent["id"])
+    assert "WAITING" in [u["status"] for u in parent_updates]  # handler returned, children unfinished
+    aggregates = [u["progress"] for u in parent_updates if u["status"] == "WAITING"]
+    assert len(aggregates) >= 2 and aggregates == sorted(aggregates) and 0 < aggregates[-1] <= 100
+    assert len(parent_updates) < 60  # coalesced, not one announcement per child move
+    tree = sidecar.call("tasks.tree", {"id": parent["id"]})
+    assert tree["childCounts"] == {"COMPLETED": 50} and len(tree["children"]) == 50
+    got = sidecar.call("tasks.get", {"id": parent["id"], "include": ["children"]})
+    assert [c["id"] for c in got["children"]] == [c["id"] for c in children]
+    assert got["childCounts"] == {"COMPLETED": 50}
+
+
+def test_a_failing_child_fails_the_batch_and_cancels_the_rest(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "2")
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(10, fail={0}, seconds=2)})["tasks"]
+    parent, failing = tasks[0], tasks[1]
+    failed = sidecar.wait_status(parent["id"], "FAILED", timeout=15)
+    assert failing["id"] in failed["error"] and "video 0 gone" in failed["error"]
+    for child in tasks[2:]:
+        sidecar.wait_status(child["id"], "CANCELLED", timeout=10)
+
+
+def test_continue_policy_completes_with_counts(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "4")
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(6, policy="continue", fail={1, 3})})["tasks"]
+    done = sidecar.wait_status(tasks[0]["id"], "COMPLETED", timeout=15)
+    assert done["result"]["children"] == {"completed": 4, "failed": 2, "cancelled": 0}
+
+
+def test_cancel_then_retry_a_batch_reruns_only_what_did_not_finish(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "2")
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(4, seconds=0.3)})["tasks"]
+    parent = tasks[0]
+    first = sidecar.wait_status(tasks[1]["id"], "COMPLETED", timeout=10)
+    sidecar.call("tasks.cancel", {"id": parent["id"]})
+    sidecar.wait_status(parent["id"], "CANCELLED", timeout=10)
+    statuses = {c["id"]: status_of(sidecar, c["id"]) for c in tasks[1:]}
+    assert statuses[first["id"]] == "COMPLETED"
+    assert all(s in ("COMPLETED", "CANCELLED") for s in statuses.values())
+    assert "CANCELLED" in statuses.values()
+
+    retried = sidecar.call("tasks.retry", {"id": parent["id"]})
+    assert retried["status"] == "WAITING"  # the parent's own handler had finished: it is not re-run
+    done = sidecar.wait_status(parent["id"], "COMPLETED", timeout=15)
+    assert done["attempt"] == 0
+    assert sidecar.call("tasks.get", {"id": first["id"]})["version"] == first["version"]  # untouched
+    assert done["result"]["children"]["completed"] == 4
+
+
+def test_spawned_children_from_a_handler(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    parent = sidecar.call("tasks.create", {"type": "test.playlist", "details": {"entries": 5, "seconds": 0.2}})
+    done = sidecar.wait_status(parent["id"], "COMPLETED", timeout=15)
+    assert done["result"] == {"entries": 5, "children": {"completed": 5, "failed": 0, "cancelled": 0}}
+    children = sidecar.call("tasks.list", {"parentId": parent["id"]})["tasks"]
+    assert len(children) == 5 and {c["idempotencyKey"] for c in children} == {
+        f"{parent['id']}:spawn:{n}" for n in range(1, 6)
+    }
+
+
+def test_a_parent_handler_failing_after_spawning_retries_without_duplicates(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    parent = sidecar.call("tasks.create", {
+        "type": "test.playlist", "details": {"entries": 3, "fail_after_spawn": True}, "maxAttempts": 2,
+    })
+    failed = sidecar.wait_status(parent["id"], "FAILED", timeout=15)
+    assert failed["attempt"] == 2
+    assert len(sidecar.call("tasks.list", {"parentId": parent["id"]})["tasks"]) == 3  # spawned once
+
+
+def test_dependencies_wait_then_run(sidecar: SidecarProcess) -> None:
+    tasks = sidecar.call("tasks.createMany", {"tasks": [
+        {"ref": "download", "type": "demo.sleep", "details": {"seconds": 0.3, "steps": 1}},
+        {"ref": "convert", "type": "demo.noop", "dependsOn": ["download"]},
+    ]})["tasks"]
+    download, convert = tasks
+    assert convert["status"] == "WAITING" and convert["dependsOn"] == [download["id"]]
+    done = sidecar.wait_status(convert["id"], "COMPLETED", timeout=10)
+    first_done = sidecar.call("tasks.get", {"id": download["id"]})
+    assert done["startedAt"] >= first_done["completedAt"]
+
+
+def test_a_failed_dependency_cascades(sidecar: SidecarProcess) -> None:
+    a = sidecar.call("tasks.create", {"type": "demo.fail", "details": {"message": "no network"}})
+    b = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [a["id"]]})
+    c = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [b["id"]]})
+    assert sidecar.wait_status(b["id"], "FAILED")["error"] == f"dependency {a['id']} failed"
+    assert sidecar.wait_status(c["id"], "FAILED")["error"] == f"dependency {b['id']} failed"
+    late = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [a["id"]]})
+    assert late["status"] == "FAILED"  # accepted, and ends the same way at once
+
+
+def test_a_cancelled_dependency_cancels_dependents(sidecar: SidecarProcess) -> None:
+    a = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}})
+    b = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [a["id"]]})
+    sidecar.call("tasks.cancel", {"id": a["id"]})
+    assert sidecar.wait_status(b["id"], "CANCELLED")["error"] == f"dependency {a['id']} was cancelled"
+    late = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [a["id"]]})
+    assert late["status"] == "CANCELLED"
+
+
+@pytest.mark.parametrize(
+    "items, cycle_labels",
+    [
+        ([{"ref": "a", "type": "demo.noop", "dependsOn": ["a"]}], ["a", "a"]),
+        ([
+            {"ref": "a", "type": "demo.noop", "dependsOn": ["c"]},
+            {"ref": "b", "type": "demo.noop", "dependsOn": ["a"]},
+            {"ref": "c", "type": "demo.noop", "dependsOn": ["b"]},
+        ], ["a", "c", "b", "a"]),
+        ([
+            {"ref": "parent", "type": "demo.noop"},
+            {"ref": "child", "type": "demo.noop", "parentId": "parent", "dependsOn": ["parent"]},
+        ], ["parent", "child", "parent"]),
+    ],
+)
+def test_cycles_within_one_call_are_refused(sidecar: SidecarProcess, items, cycle_labels) -> None:
+    err = sidecar.error("tasks.createMany", {"tasks": items})
+    assert err.code == -32004
+    labels = [n["ref"] for n in err.data["cycle"]]
+    assert labels[0] == labels[-1] and sorted(set(labels)) == sorted(set(cycle_labels))
+    assert len(labels) == len(cycle_labels)
+    assert sidecar.call("tasks.stats")["total"] == 0
+
+
+def test_cycles_through_existing_tasks_are_refused(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "1")
+    blocker = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}})
+    parent = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [blocker["id"]]})
+    # a child that waits for its own parent: the parent waits for its children
+    err = sidecar.error("tasks.create", {"type": "demo.noop", "parentId": parent["id"], "dependsOn": [parent["id"]]})
+    assert err.code == -32004 and parent["id"] in err.data["cycle"]
+    # through a longer chain: x depends on parent; a child of parent depending on x closes the loop
+    x = sidecar.call("tasks.create", {"type": "demo.noop", "dependsOn": [parent["id"]]})
+    err = sidecar.error("tasks.create", {"type": "demo.noop", "parentId": parent["id"], "dependsOn": [x["id"]]})
+    assert err.code == -32004 and {parent["id"], x["id"]} <= {n for n in err.data["cycle"] if isinstance(n, str)}
+    # acyclic: depending on a sibling's dependency is fine
+    ok = sidecar.call("tasks.create", {"type": "demo.noop", "parentId": parent["id"], "dependsOn": [blocker["id"]]})
+    assert ok["status"] == "WAITING"
+
+
+def test_unknown_dependency_is_invalid_params(sidecar: SidecarProcess) -> None:
+    err = sidecar.error("tasks.create", {"type": "demo.noop", "dependsOn": ["nope"]})
+    assert err.code == -32602 and err.data["field"] == "dependsOn[0]"
+    err = sidecar.error("tasks.createMany", {"tasks": [{"type": "demo.noop"}, {"type": "demo.noop", "dependsOn": ["x"]}]})
+    assert err.data["field"] == "tasks[1].dependsOn[0]"
+
+
+def test_a_terminal_parent_takes_no_children(sidecar: SidecarProcess) -> None:
+    parent = sidecar.call("tasks.create", {"type": "demo.noop"})
+    sidecar.wait_status(parent["id"], "COMPLETED")
+    err = sidecar.error("tasks.create", {"type": "demo.noop", "parentId": parent["id"]})
+    assert err.code == -32002
+
+
+def test_pause_a_running_batch_kill_restart_resume_finish(start_sidecar, db_path: Path) -> None:
+    first = start_sidecar("--concurrency", "2")
+    tasks = first.call("tasks.createMany", {"tasks": [
+        {"ref": "p", "type": "demo.noop"},
+        *({"type": "demo.sleep", "parentId": "p", "details": {"seconds": 1.5, "steps": 15}} for _ in range(4)),
+    ]})["tasks"]
+    parent, children = tasks[0], tasks[1:]
+    first.wait_notification(
+        lambda m: m["method"] == "task.updated" and m["params"]["task"]["parentId"] == parent["id"]
+        and m["params"]["task"]["progress"] >= 20
+    )
+    first.call("tasks.pause", {"id": parent["id"]})
+    for c in children:
+        first.wait_status(c["id"], "PAUSED", timeout=10)
+    assert first.call("tasks.get", {"id": parent["id"]})["status"] == "PAUSED"
+    paused_progress = {c["id"]: first.call("tasks.get", {"id": c["id"]})["progress"] for c in children}
+    first.kill()
+
+    second = start_sidecar("--concurrency", "2")
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 0}
+    assert all(second.call("tasks.get", {"id": c["id"]})["status"] == "PAUSED" for c in children)
+    resumed = second.call("tasks.resume", {"id": parent["id"]})
+    assert resumed["status"] in ("WAITING", "QUEUED")
+    done = second.wait_status(parent["id"], "COMPLETED", timeout=20)
+    assert done["result"]["children"]["completed"] == 4
+    results = [second.call("tasks.get", {"id": c["id"]})["result"] for c in children]
+    resumed_from = [r["resumedFrom"] for r in results]
+    assert sum(resumed_from) > 0  # the interrupted children continued from their checkpoints
+    assert any(paused_progress[c["id"]] > 0 for c in children)
+
+
+def test_queue_pause_resume_and_concurrency_persist(start_sidecar) -> None:
+    first = start_sidecar()
+    state = first.call("queue.pause", {})
+    assert state["paused"] is True
+    task = first.call("tasks.create", {"type": "demo.noop"})
+    first.call("queue.setConcurrency", {"limit": 2})
+    first.call("queue.pause", {"type": "demo.sleep"})
+    assert first.call("tasks.get", {"id": task["id"]})["status"] == "QUEUED"
+    first.stop()
+
+    second = start_sidecar()
+    state = second.call("queue.status")
+    assert state == {"paused": True, "pausedTypes": ["demo.sleep"], "concurrency": 2, "typeConcurrency": {}}
+    assert second.call("system.info")["concurrency"] == 2
+    sleeper = second.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0.1}})
+    second.call("queue.resume", {})
+    second.wait_status(task["id"], "COMPLETED")
+    assert second.call("tasks.get", {"id": sleeper["id"]})["status"] == "QUEUED"  # its type is still paused
+    second.call("queue.resume", {"type": "demo.sleep"})
+    second.wait_status(sleeper["id"], "COMPLETED")
+    second.call("queue.setConcurrency", {"type": "demo.sleep", "limit": 1})
+    assert second.call("queue.status")["typeConcurrency"] == {"demo.sleep": 1}
+
+
+def test_deleting_a_parent_removes_its_subtree(sidecar: SidecarProcess) -> None:
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(3, seconds=0.05)})["tasks"]
+    sidecar.wait_status(tasks[0]["id"], "COMPLETED", timeout=10)
+    assert sidecar.call("tasks.delete", {"id": tasks[0]["id"]}) == {"deleted": 4}
+    assert sidecar.call("tasks.stats")["total"] == 0
