@@ -225,9 +225,6 @@ class Graph:
         for i in new:
             if parent_of[i] is not None:
                 new_children.setdefault(parent_of[i], []).append(ids[i])
-        if not any(deps_of[i] for i in new) and not any(p not in new_index for p in new_children):
-            return  # only parent links among new items and onto leaves: nothing can close a loop
-
         def edges(node: str) -> Iterable[str]:
             if node in new_index:
                 yield from deps_of[new_index[node]]
