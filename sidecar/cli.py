@@ -41,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
                    help="longest accepted request line")
     p.add_argument("--grace-seconds", type=float, default=5.0,
                    help="how long a cancelled or stopping handler may take before it is abandoned")
+    p.add_argument("--allow-dir", action="append", default=[], metavar="DIR",
+                   help="a directory handlers may write into (repeatable; none: file outputs are refused)")
+    p.add_argument("--allow-program", action="append", default=[], metavar="NAME=PATH",
+                   help="an external program handlers may run, by name (repeatable)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
+                   help="restrict downloads to these hosts (repeatable; none: any http(s) host)")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     p.add_argument("--version", action="version", version=f"task-sidecar {__version__}")
@@ -56,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     from sidecar.server import Config, Sidecar
 
+    programs: dict[str, str] = {}
+    for entry in args.allow_program:
+        name, sep, path = entry.partition("=")
+        if not sep or not name or not path:
+            parser().error(f"--allow-program expects NAME=PATH, got {entry!r}")
+        programs[name] = path
     config = Config(
         db_path=args.db or default_db_path(),
         handler_modules=args.handlers,
@@ -63,5 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         durability=args.durability,
         max_message_bytes=args.max_message_bytes,
         grace_s=args.grace_seconds,
+        allow_dirs=args.allow_dir,
+        allow_programs=programs,
+        allow_hosts=args.allow_host,
     )
     return Sidecar(config).run()

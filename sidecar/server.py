@@ -22,7 +22,7 @@ from sidecar import PROTOCOL_VERSION, __version__
 from sidecar.domain.engine import Engine, now_ms
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
-from sidecar.handlers.registry import Registry, default_registry, load_modules
+from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
 from sidecar.protocol import Notifier, Protocol, error_response
@@ -43,6 +43,9 @@ class Config:
     durability: str = "normal"
     max_message_bytes: int = 8 * 1024 * 1024
     grace_s: float = 5.0
+    allow_dirs: list[str] = field(default_factory=list)
+    allow_programs: dict[str, str] = field(default_factory=dict)
+    allow_hosts: list[str] = field(default_factory=list)
 
 
 class _Stop(Exception):
@@ -73,6 +76,11 @@ class Sidecar:
             transport.close()
 
     def _run(self, transport: StdioTransport) -> int:
+        self.registry.options = AppOptions(
+            allow_dirs=[os.path.realpath(d) for d in self.config.allow_dirs],
+            allow_programs=dict(self.config.allow_programs),
+            allow_hosts=list(self.config.allow_hosts),
+        )
         load_modules(self.config.handler_modules)
         os.makedirs(os.path.dirname(self.db_path) or ".", exist_ok=True)
         lock = FileLock(self.db_path + ".lock")

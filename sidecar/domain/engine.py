@@ -30,9 +30,9 @@ from typing import Any
 from sidecar.domain.graph import Graph
 from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
-from sidecar.errors import ShuttingDown, SidecarError, StorageError, UnknownTaskType
+from sidecar.errors import InvalidParams, ShuttingDown, SidecarError, StorageError, UnknownTaskType
 from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError
-from sidecar.handlers.registry import HandlerSpec, Registry
+from sidecar.handlers.registry import DetailsError, HandlerSpec, Registry
 from sidecar.persistence import store
 from sidecar.persistence.store import Task
 
@@ -359,6 +359,7 @@ class Engine:
                 on_checkpoint=self._on_checkpoint,
                 on_spawn=self._on_spawn,
             )
+            ctx.options = self.registry.options
             running = Running(ctx, spec)
             self._running[ctx.id] = running
             claimed.append(running)
@@ -422,8 +423,14 @@ class Engine:
         spec = self.registry.get(item.get("type", ""))
         if spec is None:
             raise UnknownTaskType(str(item.get("type")), f"{prefix}type")
+        details = item.get("details", {})
         if spec.validator is not None:
-            check(spec.validator, item.get("details", {}), f"{prefix}details")
+            check(spec.validator, details, f"{prefix}details")
+        if spec.check_details is not None:
+            try:
+                spec.check_details(details, self.registry.options)
+            except DetailsError as exc:
+                raise InvalidParams(f"{prefix}details.{exc.field}", exc.reason) from None
 
     def _current(self, ctx: TaskContext) -> Running | None:
         running = self._running.get(ctx.id)

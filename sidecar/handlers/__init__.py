@@ -17,9 +17,18 @@
 from __future__ import annotations
 
 from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError
-from sidecar.handlers.registry import HandlerSpec, Registry, default_registry, handler
+from sidecar.handlers.registry import (
+    AppOptions,
+    DetailsError,
+    HandlerSpec,
+    Registry,
+    default_registry,
+    handler,
+)
 
 __all__ = [
+    "AppOptions",
+    "DetailsError",
     "HandlerSpec",
     "Registry",
     "TaskCancelled",

@@ -55,6 +55,7 @@ class TaskContext:
         self._pending_progress: tuple[float, str | None] | None = None
         self._progress_posted = False
         self.abandoned = False
+        self.options: Any = None  # the app's start-up options (AppOptions), set by the engine
 
     # ------------------------------------------------------------ for handlers
 

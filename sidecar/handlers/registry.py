@@ -12,6 +12,24 @@ from jsonschema import Draft202012Validator
 from sidecar.handlers.context import TaskContext
 
 HandlerFn = Callable[[TaskContext], Any]
+# Checks beyond the JSON schema (e.g. a path inside an allowed directory). Raise
+# DetailsError(field, reason), field relative to details ("dest"), to refuse with -32602.
+DetailsCheck = Callable[[dict[str, Any], "AppOptions"], None]
+
+
+class DetailsError(ValueError):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field, self.reason = field, reason
+
+
+@dataclass
+class AppOptions:
+    """What the app allowed at start-up (command line); the renderer cannot change it."""
+
+    allow_dirs: list[str] = field(default_factory=list)
+    allow_programs: dict[str, str] = field(default_factory=dict)
+    allow_hosts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,7 @@ class HandlerSpec:
     details_schema: dict[str, Any] | None = None
     retry_base_s: float = 0.5
     retry_max_s: float = 30.0
+    check_details: DetailsCheck | None = field(default=None, compare=False, repr=False)
     validator: Draft202012Validator | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> dict[str, Any]:
@@ -39,6 +58,7 @@ class HandlerSpec:
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
+        self.options = AppOptions()
 
     def register(self, spec: HandlerSpec) -> HandlerSpec:
         if spec.details_schema is not None and spec.validator is None:
@@ -71,6 +91,7 @@ class Registry:
         details_schema: dict[str, Any] | None = None,
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
+        check_details: DetailsCheck | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.register(
@@ -83,6 +104,7 @@ class Registry:
                     details_schema=details_schema,
                     retry_base_s=retry_base_s,
                     retry_max_s=retry_max_s,
+                    check_details=check_details,
                 )
             )
             return fn
