@@ -246,8 +246,19 @@ class Session {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves true when `promise` settles within `ms`, false otherwise; never keeps the event loop alive after. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => true),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(false), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Clients with a live child: killed synchronously if the Node process exits without close(). */
@@ -398,6 +409,7 @@ export class SidecarClient {
     pause: (params: QueueScopeParams = {}, options?: CallOptions) => this.call('queue.pause', params, options),
     resume: (params: QueueScopeParams = {}, options?: CallOptions) => this.call('queue.resume', params, options),
     setConcurrency: (params: SetConcurrencyParams, options?: CallOptions) => this.call('queue.setConcurrency', params, options),
+    status: (options?: CallOptions) => this.call('queue.status', undefined, options),
   };
 
   readonly rpc = {
@@ -653,11 +665,11 @@ export class SidecarClient {
           () => session.child.stdin.end(),
           () => session.child.stdin.end(),
         );
-      let exited = await Promise.race([session.exited.promise.then(() => true), delay(shutdownTimeout).then(() => false)]);
+      let exited = await settlesWithin(session.exited.promise, shutdownTimeout);
       if (!exited && session.alive) {
         this.log('warn', `sidecar pid ${String(session.pid)} did not exit after system.shutdown; sending SIGTERM`);
         session.child.kill('SIGTERM');
-        exited = await Promise.race([session.exited.promise.then(() => true), delay(killTimeout).then(() => false)]);
+        exited = await settlesWithin(session.exited.promise, killTimeout);
       }
       if (!exited && session.alive) {
         this.log('warn', `sidecar pid ${String(session.pid)} ignored SIGTERM; sending SIGKILL`);

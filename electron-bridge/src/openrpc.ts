@@ -4,6 +4,7 @@
  */
 import {
   GRAPH_CREATE_PARAMS,
+  GRAPH_TASK_FIELDS,
   METHOD_SPECS,
   TASK_FIELDS,
   type FieldSpec,
@@ -106,7 +107,7 @@ export function checkAgainstOpenRpc(doc: OpenRpcDocument, options: OpenRpcCheckO
   const taskProps = propertiesOf(taskSchema);
   if (taskProps) {
     for (const f of TASK_FIELDS) {
-      if (!taskProps.includes(f)) out.push({ kind: 'task-field-missing-in-document', param: f, detail: `Task.${f} is typed in the bridge but not in the document's Task schema` });
+      if (!taskProps.includes(f) && !(allowGraph && (GRAPH_TASK_FIELDS as readonly string[]).includes(f))) out.push({ kind: 'task-field-missing-in-document', param: f, detail: `Task.${f} is typed in the bridge but not in the document's Task schema` });
     }
     for (const f of taskProps) {
       if (!(TASK_FIELDS as readonly string[]).includes(f)) out.push({ kind: 'task-field-missing-in-bridge', param: f, detail: `the document's Task schema has "${f}", which the bridge does not type` });

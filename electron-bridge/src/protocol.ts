@@ -63,7 +63,15 @@ export interface Task {
   completedAt: number | null;
   /** +1 on every change of any other field: the order of updates for one task. */
   version: number;
+  /** graph (issue 4): ids this task waits for ([] when none). */
+  dependsOn: string[];
+  /** graph (issue 4): what a failed child does to this task as a parent. */
+  onChildFailure: ChildFailurePolicy;
+  /** graph (issue 4): this task's weight in its parent's aggregate progress. */
+  weight: number;
 }
+
+export type ChildFailurePolicy = 'fail' | 'continue';
 
 /** The fields of `Task`, at run time (used to check the sidecar's OpenRPC Task schema). */
 export const TASK_FIELDS = [
@@ -86,6 +94,9 @@ export const TASK_FIELDS = [
   'startedAt',
   'completedAt',
   'version',
+  'dependsOn',
+  'onChildFailure',
+  'weight',
 ] as const satisfies readonly (keyof Task)[];
 type _TaskFieldsComplete = AssertSameKeys<Task, (typeof TASK_FIELDS)[number]>;
 const _taskFieldsComplete: _TaskFieldsComplete = true;
@@ -93,7 +104,7 @@ void _taskFieldsComplete;
 
 export type StatusCounts = Partial<Record<TaskStatus, number>>;
 
-/** `tasks.tree` / `tasks.get {include: ["children"]}` node (issue 4; shape provisional). */
+/** `tasks.tree` node (whole subtree) / `tasks.get {include: ["children"]}` (direct children only). */
 export interface TaskTreeNode extends Task {
   children?: TaskTreeNode[];
   childCounts?: StatusCounts;
@@ -116,8 +127,10 @@ export interface CreateTaskParams {
   ref?: string;
   /** graph: ids (or refs within one createMany) that must be COMPLETED before this task runs. */
   dependsOn?: string[];
-  /** graph: what a failed child does to this parent. */
-  onChildFailure?: 'fail' | 'continue';
+  /** graph: what a failed child does to this parent (default "fail"). */
+  onChildFailure?: ChildFailurePolicy;
+  /** graph: weight in the parent's aggregate progress (> 0, default 1). */
+  weight?: number;
 }
 
 export interface IdParams {
@@ -151,13 +164,16 @@ export interface QueueScopeParams {
 }
 
 export interface SetConcurrencyParams {
+  /** one task type; omitted = the global limit */
   type?: string;
-  limit: number;
+  /** 1-256; null = back to the default */
+  limit: number | null;
 }
 
 export interface HandlerInfo {
   type: string;
-  concurrency: number;
+  /** per-type limit; null = only the global limit applies */
+  concurrency: number | null;
   maxAttempts: number;
   timeoutS: number | null;
   detailsSchema: JsonObject | null;
@@ -168,6 +184,8 @@ export interface SystemInfo {
   protocolVersion: string;
   pid: number;
   dbPath: string;
+  /** extension (not in docs/protocol.md): the global concurrency limit */
+  concurrency?: number;
   handlers: HandlerInfo[];
 }
 
@@ -182,8 +200,17 @@ export interface TaskStats {
   byType: Record<string, StatusCounts>;
 }
 
-/** Result of queue.pause / queue.resume / queue.setConcurrency (issue 4; shape provisional). */
-export type QueueControlResult = JsonValue;
+/** Claiming switches and limits in force (queue.* results). */
+export interface QueueStatus {
+  /** claiming stopped for every type */
+  paused: boolean;
+  /** types whose claiming is stopped */
+  pausedTypes: string[];
+  /** global limit */
+  concurrency: number;
+  /** per-type limits set at run time */
+  typeConcurrency: Record<string, number>;
+}
 
 /** An OpenRPC document (only the parts the bridge reads are typed). */
 export interface OpenRpcDocument {
@@ -220,9 +247,10 @@ export interface Methods {
   'tasks.tree': { params: IdParams; result: TaskTreeNode };
   'tasks.pause': { params: IdParams; result: Task };
   'tasks.resume': { params: IdParams; result: Task };
-  'queue.pause': { params: QueueScopeParams; result: QueueControlResult };
-  'queue.resume': { params: QueueScopeParams; result: QueueControlResult };
-  'queue.setConcurrency': { params: SetConcurrencyParams; result: QueueControlResult };
+  'queue.pause': { params: QueueScopeParams; result: QueueStatus };
+  'queue.resume': { params: QueueScopeParams; result: QueueStatus };
+  'queue.setConcurrency': { params: SetConcurrencyParams; result: QueueStatus };
+  'queue.status': { params: NoParams; result: QueueStatus };
   // protocol description
   'rpc.discover': { params: NoParams; result: OpenRpcDocument };
 }
@@ -307,7 +335,8 @@ export const ClientErrorCode = {
 /** A small, dependency-free description of one param, used to validate untrusted input. */
 export type FieldSpec =
   | { kind: 'string'; optional?: boolean; nullable?: boolean; maxLength?: number; minLength?: number }
-  | { kind: 'integer'; optional?: boolean; min?: number; max?: number }
+  | { kind: 'integer'; optional?: boolean; nullable?: boolean; min?: number; max?: number }
+  | { kind: 'number'; optional?: boolean; min?: number; max?: number; exclusiveMin?: number }
   | { kind: 'enum'; optional?: boolean; values: readonly string[] }
   | { kind: 'stringArray'; optional?: boolean; maxItems?: number; minItems?: number; maxLength?: number; values?: readonly string[] }
   | { kind: 'jsonObject'; optional?: boolean; maxBytes?: number }
@@ -343,10 +372,13 @@ const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec
   ref: { kind: 'string', optional: true, minLength: 1, maxLength: 200 },
   dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, maxLength: 200 },
   onChildFailure: { kind: 'enum', optional: true, values: ['fail', 'continue'] },
+  weight: { kind: 'number', optional: true, exclusiveMin: 0, max: 1_000_000 },
 };
 
 /** Params of `tasks.create` that come from issue 4 (graphs), not the core protocol. */
-export const GRAPH_CREATE_PARAMS: readonly (keyof CreateTaskParams)[] = ['ref', 'dependsOn', 'onChildFailure'];
+export const GRAPH_CREATE_PARAMS: readonly (keyof CreateTaskParams)[] = ['ref', 'dependsOn', 'onChildFailure', 'weight'];
+/** Task fields that come from issue 4 (graphs). */
+export const GRAPH_TASK_FIELDS: readonly (keyof Task)[] = ['dependsOn', 'onChildFailure', 'weight'];
 
 export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
   'system.ping': { params: null },
@@ -387,10 +419,11 @@ export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
   'queue.setConcurrency': {
     params: {
       type: { kind: 'string', optional: true, maxLength: 200 },
-      limit: { kind: 'integer', min: 0, max: 10_000 },
+      limit: { kind: 'integer', nullable: true, min: 1, max: 256 },
     },
     graph: true,
   },
+  'queue.status': { params: null, graph: true },
   'rpc.discover': { params: null, internal: true },
 };
 

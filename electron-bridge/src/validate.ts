@@ -74,7 +74,14 @@ function checkField(value: unknown, field: FieldSpec, path: string): void {
       checkString(value, path, field.minLength, field.maxLength);
       return;
     case 'integer':
+      if (value === null && field.nullable) return;
       if (typeof value !== 'number' || !Number.isSafeInteger(value)) throw new Invalid(path, 'must be an integer');
+      if (field.min !== undefined && value < field.min) throw new Invalid(path, `must be >= ${field.min}`);
+      if (field.max !== undefined && value > field.max) throw new Invalid(path, `must be <= ${field.max}`);
+      return;
+    case 'number':
+      if (typeof value !== 'number' || !Number.isFinite(value)) throw new Invalid(path, 'must be a number');
+      if (field.exclusiveMin !== undefined && value <= field.exclusiveMin) throw new Invalid(path, `must be > ${field.exclusiveMin}`);
       if (field.min !== undefined && value < field.min) throw new Invalid(path, `must be >= ${field.min}`);
       if (field.max !== undefined && value > field.max) throw new Invalid(path, `must be <= ${field.max}`);
       return;

@@ -4,6 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -182,4 +183,11 @@ test('a throwing event listener is logged and does not break the client', async 
   await until(() => ok.length === 1, 5000, 'restarted');
   assert.ok(logs.some((l) => /listener for 'restarted' threw: Error: listener bug/.test(l.message)));
   assert.equal(await client.system.ping(), 'pong');
+});
+
+test('an app that exits without close() still leaves no sidecar behind (exit hook)', async () => {
+  const out = execFileSync(process.execPath, [path.join(__dirname, 'fixtures', 'exit-without-close.js'), FAKE], { encoding: 'utf8', timeout: 20_000 });
+  const pid = Number(out.trim());
+  assert.ok(pid > 0, out);
+  await until(() => !pidAlive(pid), 5000, `sidecar ${pid} to be gone`);
 });

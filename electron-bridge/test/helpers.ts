@@ -77,6 +77,9 @@ export function makeTask(overrides: Partial<Task> = {}): Task {
     startedAt: null,
     completedAt: null,
     version: 1,
+    dependsOn: [],
+    onChildFailure: 'fail',
+    weight: 1,
     ...overrides,
   };
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { checkAgainstOpenRpc } from '../src/openrpc';
-import { METHOD_SPECS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
+import { GRAPH_TASK_FIELDS, METHOD_SPECS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
 
 /** An OpenRPC document that describes exactly what the bridge types. */
 function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
@@ -12,7 +12,7 @@ function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
     .map((name) => {
       const spec = (METHOD_SPECS[name].params ?? {}) as ParamsSpec;
       const params = Object.entries(spec)
-        .filter(([p]) => withGraph || !['ref', 'dependsOn', 'onChildFailure', 'include'].includes(p))
+        .filter(([p]) => withGraph || !['ref', 'dependsOn', 'onChildFailure', 'weight', 'include'].includes(p))
         .map(([p, f]) => ({ name: p, required: !f.optional, schema: {} }));
       return { name, params, result: { name: 'result', schema: {} } };
     });
@@ -20,7 +20,14 @@ function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
     openrpc: '1.2.6',
     info: { title: 'task-sidecar', version: '0.1.0' },
     methods,
-    components: { schemas: { Task: { type: 'object', properties: Object.fromEntries(TASK_FIELDS.map((f) => [f, {}])) } } },
+    components: {
+      schemas: {
+        Task: {
+          type: 'object',
+          properties: Object.fromEntries(TASK_FIELDS.filter((f) => withGraph || !(GRAPH_TASK_FIELDS as readonly string[]).includes(f)).map((f) => [f, {}])),
+        },
+      },
+    },
   };
 }
 
@@ -59,7 +66,7 @@ test('graph methods may be absent only when allowed (a sidecar before issue 4)',
   const doc = matchingDoc({ withGraph: false });
   assert.deepEqual(checkAgainstOpenRpc(doc, { allowMissingGraph: true }), []);
   const strict = checkAgainstOpenRpc(doc).map((m) => m.method);
-  for (const m of ['tasks.tree', 'tasks.pause', 'tasks.resume', 'queue.pause', 'queue.resume', 'queue.setConcurrency']) assert.ok(strict.includes(m), m);
+  for (const m of ['tasks.tree', 'tasks.pause', 'tasks.resume', 'queue.pause', 'queue.resume', 'queue.setConcurrency', 'queue.status']) assert.ok(strict.includes(m), m);
 });
 
 test('createMany item fields are compared when the document spells out the item schema via $ref', () => {

@@ -85,6 +85,8 @@ const BAD_INPUT: Array<[method: string, args: unknown[], field: string, reason: 
   ['tasks.create', [{ type: 'demo.sleep', priority: 1.5 }], 'priority', /integer/],
   ['tasks.create', [{ type: 'demo.sleep', maxAttempts: 0 }], 'maxAttempts', />= 1/],
   ['tasks.create', [{ type: 'demo.sleep', onChildFailure: 'explode' }], 'onChildFailure', /one of fail, continue/],
+  ['tasks.create', [{ type: 'demo.sleep', weight: 0 }], 'weight', /> 0/],
+  ['tasks.create', [{ type: 'demo.sleep', dependsOn: 'abc' }], 'dependsOn', /array/],
   ['tasks.create', ['demo.sleep'], 'params', /must be an object/],
   ['tasks.create', [[{ type: 'demo.sleep' }]], 'params', /must be an object/],
   ['tasks.create', [{ type: 'demo.sleep' }, { extra: true }], 'params', /too many arguments/],

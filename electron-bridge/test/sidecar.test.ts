@@ -324,21 +324,65 @@ test('a second sidecar on the same database is refused: start rejects with its s
   assert.equal(await shared.client.system.ping(), 'pong', 'the first one is unharmed');
 });
 
-test('graph methods (issue 4) when the sidecar implements them', async (t) => {
-  const { client } = shared;
-  const parent = await client.tasks.create({ type: 'demo.sleep', details: { seconds: 1, steps: 2 } });
-  if (!(await isImplemented(client, 'tasks.tree', { id: parent.id }))) {
+test('graph methods (issue 4): a batch tree, aggregate progress, dependencies, cycles, pause/resume, queue control', async (t) => {
+  const { client } = await start();
+  const probe = await client.tasks.create({ type: 'demo.noop' });
+  if (!(await isImplemented(client, 'tasks.tree', { id: probe.id }))) {
     t.skip('the sidecar does not implement tasks.tree / pause / resume / queue.* yet (-32601)');
     return;
   }
+  const w = watch(client);
+  // A playlist-shaped batch: one parent, five children, created in one call with a client-side ref.
+  const { tasks } = await client.tasks.createMany({
+    tasks: [
+      { ref: 'playlist', type: 'demo.noop', details: { title: 'playlist' } },
+      ...Array.from({ length: 5 }, (_, i) => ({ type: 'demo.sleep', parentId: 'playlist', details: { seconds: 0.3 + i * 0.1, steps: 3 } })),
+    ],
+  });
+  const parent = tasks[0]!;
+  assert.ok(tasks.slice(1).every((c) => c.parentId === parent.id));
   const tree = await client.tasks.tree({ id: parent.id });
   assert.equal(tree.id, parent.id);
-  const paused = await client.tasks.pause({ id: parent.id });
-  assert.ok(['PAUSED', 'RUNNING'].includes(paused.status));
-  await client.tasks.resume({ id: parent.id }).catch(() => undefined);
-  await client.queue.pause({});
-  await client.queue.resume({});
-  await client.queue.setConcurrency({ type: 'demo.sleep', limit: 2 });
+  assert.equal(tree.children?.length, 5);
+  assert.equal(Object.values(tree.childCounts ?? {}).reduce((a, b) => a + b, 0), 5);
+  const withChildren = await client.tasks.get({ id: parent.id, include: ['children'] });
+  assert.equal(withChildren.children?.length, 5);
+  const done = await w.until(parent.id, 'COMPLETED', 20_000);
+  assert.equal(done.progress, 100);
+  const parentProgress = w.of(parent.id).map((x) => x.progress);
+  assert.ok(parentProgress.some((p) => p > 0 && p < 100), `aggregate progress announced: ${parentProgress.join(',')}`);
+
+  // Dependencies and cycles.
+  const a = await client.tasks.create({ type: 'demo.sleep', details: { seconds: 0.2, steps: 2 } });
+  const b = await client.tasks.create({ type: 'demo.noop', dependsOn: [a.id] });
+  assert.deepEqual(b.dependsOn, [a.id]);
+  await w.until(b.id, 'COMPLETED', 15_000);
+  assert.ok((await client.tasks.get({ id: a.id })).completedAt! <= (await client.tasks.get({ id: b.id })).startedAt!);
+  await assert.rejects(
+    client.tasks.createMany({ tasks: [{ ref: 'x', type: 'demo.noop', dependsOn: ['y'] }, { ref: 'y', type: 'demo.noop', dependsOn: ['x'] }] }),
+    (err: unknown) => err instanceof SidecarError && err.code === ErrorCode.DependencyCycle && Array.isArray((err.data as { cycle: unknown }).cycle),
+  );
+
+  // Pause and resume a running task.
+  const long = await client.tasks.create({ type: 'demo.sleep', details: { seconds: 10, steps: 100 } });
+  await w.until(long.id, 'RUNNING');
+  await client.tasks.pause({ id: long.id });
+  await w.until(long.id, 'PAUSED');
+  const resumed = await client.tasks.resume({ id: long.id });
+  assert.ok(['QUEUED', 'RUNNING', 'WAITING'].includes(resumed.status), resumed.status);
+  await client.tasks.cancel({ id: long.id });
+
+  // Queue control.
+  const paused = await client.queue.pause({ type: 'demo.noop' });
+  assert.deepEqual(paused.pausedTypes, ['demo.noop']);
+  assert.equal(paused.paused, false);
+  const limited = await client.queue.setConcurrency({ limit: 2 });
+  assert.equal(limited.concurrency, 2);
+  const status = await client.queue.status();
+  assert.deepEqual(status, limited);
+  await client.queue.resume({ type: 'demo.noop' });
+  await client.queue.setConcurrency({ limit: null });
+  assert.deepEqual((await client.queue.status()).pausedTypes, []);
 });
 
 test("the bridge's types agree with the sidecar's rpc.discover document", async (t) => {
