@@ -80,6 +80,52 @@ TASK_SCHEMA: dict[str, Any] = {
 }
 
 
+TREE_SCHEMA: dict[str, Any] = {
+    "allOf": [{"$ref": "#/components/schemas/Task"}],
+    "properties": {
+        "children": {"type": "array", "items": {"$ref": "#/components/schemas/TaskTree"}},
+        "childCounts": {"type": "object", "additionalProperties": {"type": "integer"}},
+    },
+}
+NOTIFICATIONS: list[dict[str, Any]] = [
+    {"name": "sidecar.ready", "summary": "First line: the database is open, migrated and recovered.",
+     "params": {"type": "object", "required": ["version", "protocolVersion", "pid", "dbPath", "recovered"]}},
+    {"name": "task.updated", "summary": "A committed change of a task; seq +1 each.",
+     "params": {"type": "object", "required": ["seq", "task"],
+                "properties": {"seq": {"type": "integer"}, "task": {"$ref": "#/components/schemas/Task"}}}},
+    {"name": "task.deleted", "summary": "Tasks removed by tasks.delete or tasks.prune.",
+     "params": {"type": "object", "required": ["ids"]}},
+    {"name": "queue.updated", "summary": "Claiming switches or limits changed.",
+     "params": {"type": "object"}},
+]
+
+
+def openrpc_document(methods: list[MethodSpec]) -> dict[str, Any]:
+    """The OpenRPC description of the method table (what rpc.discover answers)."""
+    from sidecar.errors import SidecarError
+
+    names = {cls.code: cls.__name__ for cls in SidecarError.__subclasses__()}
+    described = []
+    for m in methods:
+        props = m.params.get("properties", {})
+        required = set(m.params.get("required", []))
+        described.append({
+            "name": m.name,
+            "summary": m.summary,
+            "paramStructure": "by-name",
+            "params": [{"name": k, "required": k in required, "schema": v} for k, v in props.items()],
+            "result": {"name": "result", "schema": m.result},
+            "errors": [{"code": c, "message": names.get(c, str(c))} for c in m.errors],
+        })
+    return {
+        "openrpc": "1.2.6",
+        "info": {"title": "task-sidecar", "version": __version__, "x-protocolVersion": PROTOCOL_VERSION},
+        "methods": described,
+        "components": {"schemas": {"Task": TASK_SCHEMA, "TaskTree": TREE_SCHEMA}},
+        "x-notifications": NOTIFICATIONS,
+    }
+
+
 def _obj(properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
     return {
         "type": "object",
@@ -182,7 +228,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
         "typeConcurrency": {"type": "object", "additionalProperties": {"type": "integer"}},
     })
     type_param = {"type": "string", "minLength": 1, "maxLength": 200}
-    return [
+    table = [
         MethodSpec("system.ping", "Liveness check.", lambda p: "pong", result={"const": "pong"}),
         MethodSpec("system.info", "Version, database path and the registered handlers.", info,
                    result={"type": "object"}),
@@ -253,3 +299,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
                                 "statuses": {"type": "array", "items": TERMINAL_STATUS, "minItems": 1}}),
                    result=_obj({"deleted": {"type": "integer"}})),
     ]
+    document = openrpc_document(table)
+    table.append(MethodSpec("rpc.discover", "This OpenRPC document.", lambda p: document,
+                            result={"type": "object"}))
+    return table

@@ -108,6 +108,7 @@ class Sidecar:
                 self.registry,
                 announce=notifier.task_updated,
                 announce_deleted=notifier.task_deleted,
+                notify=notifier.notify,
                 concurrency=self.config.concurrency,
                 grace_s=self.config.grace_s,
             )

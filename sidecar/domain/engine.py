@@ -106,6 +106,7 @@ class Engine:
         *,
         announce: Callable[[Task], None],
         announce_deleted: Callable[[list[str]], None],
+        notify: Callable[[str, Any], None] = lambda method, params: None,
         concurrency: int = 4,
         grace_s: float = 5.0,
     ) -> None:
@@ -117,6 +118,7 @@ class Engine:
         self._aggregate_scheduled = False
         self._announce = announce
         self._announce_deleted = announce_deleted
+        self._notify = notify
         self.grace_s = grace_s
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._timers: list[_Timer] = []
@@ -581,9 +583,11 @@ class Engine:
             else:
                 queue.type_limits[type] = limit  # type: ignore[assignment]
         queue.save(tx.conn)
+        state = queue.describe()
         tx.after.append(lambda: self._workers.resize(queue.concurrency))
+        tx.after.append(partial(self._notify, "queue.updated", state))
         self.wake()
-        return queue.describe()
+        return state
 
 
 class QueueSettings:

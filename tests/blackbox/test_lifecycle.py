@@ -191,3 +191,25 @@ def test_a_corrupt_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
     assert result.returncode == 4 and result.stdout == b""
     assert b"move it aside" in result.stderr
     assert db.read_bytes() == b"this is not a database" * 100  # never silently replaced
+
+
+def test_rpc_discover_describes_every_method(sidecar: SidecarProcess) -> None:
+    doc = sidecar.call("rpc.discover")
+    names = {m["name"] for m in doc["methods"]}
+    assert {
+        "system.ping", "system.info", "system.shutdown", "tasks.create", "tasks.createMany", "tasks.get",
+        "tasks.list", "tasks.stats", "tasks.cancel", "tasks.retry", "tasks.delete", "tasks.prune",
+        "tasks.tree", "tasks.pause", "tasks.resume", "queue.pause", "queue.resume", "queue.setConcurrency",
+    } <= names
+    create = next(m for m in doc["methods"] if m["name"] == "tasks.create")
+    params = {p["name"]: p for p in create["params"]}
+    assert params["type"]["required"] is True and params["details"]["required"] is False
+    assert {"parentId", "dependsOn", "idempotencyKey", "runAt", "maxAttempts", "priority"} <= set(params)
+    assert set(doc["components"]["schemas"]["Task"]["required"]) >= {"id", "status", "version", "progress"}
+    assert any(n["name"] == "task.updated" for n in doc["x-notifications"])
+
+
+def test_queue_changes_are_announced(sidecar: SidecarProcess) -> None:
+    sidecar.call("queue.pause", {"type": "demo.sleep"})
+    note = sidecar.wait_notification(lambda m: m["method"] == "queue.updated")
+    assert note["params"]["pausedTypes"] == ["demo.sleep"]
