@@ -14,6 +14,7 @@ import { SidecarError } from './errors';
 import { LineDecoder } from './framing';
 import {
   ClientErrorCode,
+  type CreateManyItem,
   type CreateTaskParams,
   type GetTaskParams,
   type IdParams,
@@ -22,6 +23,7 @@ import {
   type ParamsOf,
   type PruneParams,
   type QueueScopeParams,
+  type QueueStatus,
   type ReadyInfo,
   type ResultOf,
   type SetConcurrencyParams,
@@ -84,6 +86,8 @@ export interface ClientEvents {
   /** Every `task.updated` notification, in order. */
   'task.updated': TaskUpdatedParams;
   'task.deleted': TaskDeletedParams;
+  /** Queue switches or limits changed (queue.updated). */
+  'queue.updated': QueueStatus;
   /** Any notification (including ones this version does not know). */
   notification: { method: string; params: unknown };
   /** A sidecar became ready (the first start and every restart). */
@@ -392,7 +396,7 @@ export class SidecarClient {
 
   readonly tasks = {
     create: (params: CreateTaskParams, options?: CallOptions) => this.call('tasks.create', params, options),
-    createMany: (params: { tasks: CreateTaskParams[] }, options?: CallOptions) => this.call('tasks.createMany', params, options),
+    createMany: (params: { tasks: CreateManyItem[] }, options?: CallOptions) => this.call('tasks.createMany', params, options),
     get: (params: GetTaskParams, options?: CallOptions) => this.call('tasks.get', params, options),
     list: (params: ListTasksParams = {}, options?: CallOptions) => this.call('tasks.list', params, options),
     stats: (options?: CallOptions) => this.call('tasks.stats', undefined, options),
@@ -572,6 +576,7 @@ export class SidecarClient {
     if (session !== this.session) return;
     if (method === 'task.updated') this.emit('task.updated', params as TaskUpdatedParams);
     else if (method === 'task.deleted') this.emit('task.deleted', params as TaskDeletedParams);
+    else if (method === 'queue.updated') this.emit('queue.updated', params as QueueStatus);
     this.emit('notification', { method, params });
   }
 

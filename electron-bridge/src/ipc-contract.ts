@@ -8,6 +8,7 @@ import {
   METHOD_SPECS,
   type MethodName,
   type ParamsOf,
+  type QueueStatus,
   type ReadyInfo,
   type ResultOf,
   type TaskDeletedParams,
@@ -87,7 +88,9 @@ export type TaskEvent =
   | { type: 'task.updated'; params: TaskUpdatedParams }
   | { type: 'task.deleted'; params: TaskDeletedParams }
   /** A new sidecar replaced one that died: updates may have been lost, resync. */
-  | { type: 'restarted'; params: ReadyInfo };
+  | { type: 'restarted'; params: ReadyInfo }
+  /** Queue switches or limits changed. */
+  | { type: 'queue.updated'; params: QueueStatus };
 
 type ApiFunction<M extends MethodName> = ParamsOf<M> extends undefined
   ? () => Promise<ResultOf<M>>

@@ -6,6 +6,7 @@ import {
   GRAPH_CREATE_PARAMS,
   GRAPH_TASK_FIELDS,
   METHOD_SPECS,
+  NOTIFICATION_FIELDS,
   TASK_FIELDS,
   type FieldSpec,
   type JsonValue,
@@ -22,7 +23,10 @@ export interface OpenRpcMismatch {
     | 'param-missing-in-bridge'
     | 'param-required-mismatch'
     | 'task-field-missing-in-document'
-    | 'task-field-missing-in-bridge';
+    | 'task-field-missing-in-bridge'
+    | 'notification-missing-in-document'
+    | 'notification-missing-in-bridge'
+    | 'notification-field-mismatch';
   method?: string;
   param?: string;
   detail: string;
@@ -83,7 +87,7 @@ export function checkAgainstOpenRpc(doc: OpenRpcDocument, options: OpenRpcCheckO
     if (name === 'tasks.createMany') {
       const itemProps = createManyItemProperties(doc, docParams.get('tasks')?.schema);
       if (itemProps) {
-        const createSpec = METHOD_SPECS['tasks.create'].params as ParamsSpec;
+        const createSpec = (METHOD_SPECS['tasks.createMany'].params.tasks as { item: ParamsSpec }).item;
         for (const p of Object.keys(createSpec)) {
           if (!itemProps.includes(p) && !(allowGraph && (GRAPH_CREATE_PARAMS as readonly string[]).includes(p))) {
             out.push({ kind: 'param-missing-in-document', method: name, param: `tasks[].${p}`, detail: `${name}: item field "${p}" is typed in the bridge but not in the document` });
@@ -113,7 +117,41 @@ export function checkAgainstOpenRpc(doc: OpenRpcDocument, options: OpenRpcCheckO
       if (!(TASK_FIELDS as readonly string[]).includes(f)) out.push({ kind: 'task-field-missing-in-bridge', param: f, detail: `the document's Task schema has "${f}", which the bridge does not type` });
     }
   }
+  // Notifications (x-notifications), when the document lists them.
+  const notes = doc['x-notifications'];
+  if (Array.isArray(notes)) {
+    const byName = new Map(notes.map((n) => [n.name, n] as const));
+    for (const [name, fields] of Object.entries(NOTIFICATION_FIELDS) as [string, readonly string[]][]) {
+      const described = byName.get(name);
+      if (!described) {
+        if (!(allowGraph && name === 'queue.updated')) {
+          out.push({ kind: 'notification-missing-in-document', method: name, detail: `notification ${name} is typed in the bridge but not in x-notifications` });
+        }
+        continue;
+      }
+      const schema = resolveRef(doc, described.params);
+      const docFields = new Set([...(propertiesOf(schema) ?? []), ...requiredOf(schema)]);
+      if (docFields.size === 0) continue; // the document does not spell the fields out
+      for (const f of fields) {
+        if (!docFields.has(f)) out.push({ kind: 'notification-field-mismatch', method: name, param: f, detail: `${name}: field "${f}" is typed in the bridge but not in the document` });
+      }
+      for (const f of docFields) {
+        if (!fields.includes(f)) out.push({ kind: 'notification-field-mismatch', method: name, param: f, detail: `${name}: the document has field "${f}" the bridge does not type` });
+      }
+    }
+    for (const name of byName.keys()) {
+      if (!Object.prototype.hasOwnProperty.call(NOTIFICATION_FIELDS, name)) {
+        out.push({ kind: 'notification-missing-in-bridge', method: name, detail: `the sidecar describes notification ${name}, which the bridge does not type` });
+      }
+    }
+  }
   return out;
+}
+
+function requiredOf(schema: JsonValue | undefined): string[] {
+  if (!schema || typeof schema !== 'object' || Array.isArray(schema)) return [];
+  const req = (schema as { required?: JsonValue }).required;
+  return Array.isArray(req) ? req.filter((r): r is string => typeof r === 'string') : [];
 }
 
 function resolveRef(doc: OpenRpcDocument, schema: JsonValue | undefined, depth = 0): JsonValue | undefined {

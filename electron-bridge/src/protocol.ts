@@ -123,14 +123,18 @@ export interface CreateTaskParams {
   /** epoch ms */
   runAt?: number;
   idempotencyKey?: string | null;
-  /** graph: a client-side name other items of the same `tasks.createMany` may use as parentId/dependsOn. */
-  ref?: string;
   /** graph: ids (or refs within one createMany) that must be COMPLETED before this task runs. */
   dependsOn?: string[];
   /** graph: what a failed child does to this parent (default "fail"). */
   onChildFailure?: ChildFailurePolicy;
   /** graph: weight in the parent's aggregate progress (> 0, default 1). */
   weight?: number;
+}
+
+/** A `tasks.createMany` item: create params plus `ref`. */
+export interface CreateManyItem extends CreateTaskParams {
+  /** graph: a client-side name that `parentId` / `dependsOn` of other items of the same call may use. */
+  ref?: string;
 }
 
 export interface IdParams {
@@ -215,6 +219,8 @@ export interface QueueStatus {
 /** An OpenRPC document (only the parts the bridge reads are typed). */
 export interface OpenRpcDocument {
   openrpc: string;
+  /** task-sidecar extension: the notifications it sends. */
+  'x-notifications'?: Array<{ name: string; summary?: string; params?: JsonValue }>;
   info?: { title?: string; version?: string };
   methods: Array<{
     name: string;
@@ -235,7 +241,7 @@ export interface Methods {
   'system.info': { params: NoParams; result: SystemInfo };
   'system.shutdown': { params: NoParams; result: null };
   'tasks.create': { params: CreateTaskParams; result: Task };
-  'tasks.createMany': { params: { tasks: CreateTaskParams[] }; result: { tasks: Task[] } };
+  'tasks.createMany': { params: { tasks: CreateManyItem[] }; result: { tasks: Task[] } };
   'tasks.get': { params: GetTaskParams; result: TaskTreeNode };
   'tasks.list': { params: ListTasksParams; result: TaskList };
   'tasks.stats': { params: NoParams; result: TaskStats };
@@ -285,8 +291,22 @@ export interface Notifications {
   'sidecar.ready': ReadyInfo;
   'task.updated': TaskUpdatedParams;
   'task.deleted': TaskDeletedParams;
+  /** after queue.* changes (graph issue) */
+  'queue.updated': QueueStatus;
 }
 export type NotificationName = keyof Notifications;
+
+/** The params fields of each notification, at run time (checked against the OpenRPC x-notifications). */
+export const NOTIFICATION_FIELDS = {
+  'sidecar.ready': ['version', 'protocolVersion', 'pid', 'dbPath', 'recovered'],
+  'task.updated': ['seq', 'task'],
+  'task.deleted': ['ids'],
+  'queue.updated': ['paused', 'pausedTypes', 'concurrency', 'typeConcurrency'],
+} as const satisfies { readonly [N in NotificationName]: readonly (keyof Notifications[N])[] };
+const _notificationFieldsComplete: {
+  [N in NotificationName]: AssertSameKeys<Notifications[N], (typeof NOTIFICATION_FIELDS)[N][number]>;
+} = { 'sidecar.ready': true, 'task.updated': true, 'task.deleted': true, 'queue.updated': true };
+void _notificationFieldsComplete;
 
 // ---------------------------------------------------------------------------------------------
 // Error codes
@@ -369,14 +389,18 @@ const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec
   maxAttempts: { kind: 'integer', optional: true, min: 1, max: 1000 },
   runAt: { kind: 'integer', optional: true, min: 0 },
   idempotencyKey: { kind: 'string', optional: true, nullable: true, minLength: 1, maxLength: 500 },
-  ref: { kind: 'string', optional: true, minLength: 1, maxLength: 200 },
   dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, maxLength: 200 },
   onChildFailure: { kind: 'enum', optional: true, values: ['fail', 'continue'] },
   weight: { kind: 'number', optional: true, exclusiveMin: 0, max: 1_000_000 },
 };
 
+const CREATE_MANY_ITEM_SPEC: { readonly [K in keyof Required<CreateManyItem>]: FieldSpec } = {
+  ...CREATE_SPEC,
+  ref: { kind: 'string', optional: true, minLength: 1, maxLength: 200 },
+};
+
 /** Params of `tasks.create` that come from issue 4 (graphs), not the core protocol. */
-export const GRAPH_CREATE_PARAMS: readonly (keyof CreateTaskParams)[] = ['ref', 'dependsOn', 'onChildFailure', 'weight'];
+export const GRAPH_CREATE_PARAMS: readonly (keyof CreateManyItem)[] = ['ref', 'dependsOn', 'onChildFailure', 'weight'];
 /** Task fields that come from issue 4 (graphs). */
 export const GRAPH_TASK_FIELDS: readonly (keyof Task)[] = ['dependsOn', 'onChildFailure', 'weight'];
 
@@ -386,7 +410,7 @@ export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
   'system.shutdown': { params: null, internal: true },
   'tasks.create': { params: CREATE_SPEC },
   'tasks.createMany': {
-    params: { tasks: { kind: 'objectArray', minItems: 1, maxItems: 10_000, item: CREATE_SPEC } },
+    params: { tasks: { kind: 'objectArray', minItems: 1, maxItems: 10_000, item: CREATE_MANY_ITEM_SPEC } },
   },
   'tasks.get': {
     params: { id: ID, include: { kind: 'stringArray', optional: true, values: ['children'], maxItems: 1 } },

@@ -15,7 +15,7 @@ import {
   type RendererMethod,
   type TaskEvent,
 } from './ipc-contract';
-import { ClientErrorCode, ErrorCode, type JsonValue, type MethodName, type ParamsOf, type ReadyInfo, type ResultOf, type TaskDeletedParams, type TaskUpdatedParams } from './protocol';
+import { ClientErrorCode, ErrorCode, type JsonValue, type MethodName, type ParamsOf, type QueueStatus, type ReadyInfo, type ResultOf, type TaskDeletedParams, type TaskUpdatedParams } from './protocol';
 import { validateParams } from './validate';
 import type { CallOptions, LogEntry } from './connection';
 
@@ -48,6 +48,7 @@ export interface RelayClient {
   on(event: 'task.updated', listener: (p: TaskUpdatedParams) => void): () => void;
   on(event: 'task.deleted', listener: (p: TaskDeletedParams) => void): () => void;
   on(event: 'restarted', listener: (p: ReadyInfo) => void): () => void;
+  on(event: 'queue.updated', listener: (p: QueueStatus) => void): () => void;
 }
 
 export interface RegisterTaskIpcOptions {
@@ -145,6 +146,7 @@ export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistr
     client.on('task.updated', (params) => broadcast({ type: 'task.updated', params })),
     client.on('task.deleted', (params) => broadcast({ type: 'task.deleted', params })),
     client.on('restarted', (params) => broadcast({ type: 'restarted', params })),
+    client.on('queue.updated', (params) => broadcast({ type: 'queue.updated', params })),
   ];
 
   return {

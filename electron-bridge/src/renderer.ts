@@ -144,6 +144,8 @@ export class TaskStore {
         this.resyncQuietly();
         return;
       }
+      default:
+        return; // other events (queue.updated) do not change tasks
     }
   }
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { checkAgainstOpenRpc } from '../src/openrpc';
-import { GRAPH_TASK_FIELDS, METHOD_SPECS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
+import { GRAPH_TASK_FIELDS, METHOD_SPECS, NOTIFICATION_FIELDS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
 
 /** An OpenRPC document that describes exactly what the bridge types. */
 function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
@@ -17,6 +17,9 @@ function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
       return { name, params, result: { name: 'result', schema: {} } };
     });
   return {
+    'x-notifications': Object.entries(NOTIFICATION_FIELDS)
+      .filter(([n]) => withGraph || n !== 'queue.updated')
+      .map(([name, fields]) => ({ name, params: { type: 'object', required: [...fields] } })),
     openrpc: '1.2.6',
     info: { title: 'task-sidecar', version: '0.1.0' },
     methods,
@@ -77,4 +80,19 @@ test('createMany item fields are compared when the document spells out the item 
   const found = checkAgainstOpenRpc(doc).map((m) => m.param);
   assert.ok(found.includes('tasks[].parentId'));
   assert.ok(found.includes('tasks[].parentID'));
+});
+
+test('notifications are compared with x-notifications (names and fields)', () => {
+  const doc = matchingDoc();
+  const notes = doc['x-notifications']!;
+  notes.push({ name: 'task.progress', params: { type: 'object' } });
+  const updated = notes.find((n) => n.name === 'task.updated')!;
+  updated.params = { type: 'object', required: ['seq', 'task', 'ts'] };
+  doc['x-notifications'] = notes.filter((n) => n.name !== 'task.deleted');
+  const kinds = checkAgainstOpenRpc(doc).map((m) => `${m.kind} ${m.method}${m.param ? ` ${m.param}` : ''}`).sort();
+  assert.deepEqual(kinds, [
+    'notification-field-mismatch task.updated ts',
+    'notification-missing-in-bridge task.progress',
+    'notification-missing-in-document task.deleted',
+  ]);
 });

@@ -86,6 +86,7 @@ const BAD_INPUT: Array<[method: string, args: unknown[], field: string, reason: 
   ['tasks.create', [{ type: 'demo.sleep', maxAttempts: 0 }], 'maxAttempts', />= 1/],
   ['tasks.create', [{ type: 'demo.sleep', onChildFailure: 'explode' }], 'onChildFailure', /one of fail, continue/],
   ['tasks.create', [{ type: 'demo.sleep', weight: 0 }], 'weight', /> 0/],
+  ['tasks.create', [{ type: 'demo.sleep', ref: 'a' }], 'ref', /unknown field/],
   ['tasks.create', [{ type: 'demo.sleep', dependsOn: 'abc' }], 'dependsOn', /array/],
   ['tasks.create', ['demo.sleep'], 'params', /must be an object/],
   ['tasks.create', [[{ type: 'demo.sleep' }]], 'params', /must be an object/],
@@ -171,7 +172,7 @@ test('allowedOrigins and validateSender configure the origin check', async () =>
   assert.equal(((await no.invoke('task-sidecar:tasks.list', {})) as IpcEnvelope<unknown>).ok, false);
 });
 
-test('task.updated, task.deleted and restarted are broadcast to every live window; dispose stops it', () => {
+test('task.updated, task.deleted, restarted and queue.updated are broadcast to every live window; dispose stops it', () => {
   const { client, windows, reg } = setup();
   const third = new FakeWindow();
   third.destroyed = true;
@@ -180,15 +181,18 @@ test('task.updated, task.deleted and restarted are broadcast to every live windo
   client.emit('task.updated', { seq: 1, task });
   client.emit('task.deleted', { ids: [task.id] });
   client.emit('restarted', { version: '0.1.0', protocolVersion: '1', pid: 2, dbPath: '/x', recovered: { requeued: 0, failed: 0 } });
+  const queue = { paused: true, pausedTypes: [], concurrency: 4, typeConcurrency: {} };
+  client.emit('queue.updated', queue);
   const expected: TaskEvent[] = [
     { type: 'task.updated', params: { seq: 1, task } },
     { type: 'task.deleted', params: { ids: [task.id] } },
     { type: 'restarted', params: { version: '0.1.0', protocolVersion: '1', pid: 2, dbPath: '/x', recovered: { requeued: 0, failed: 0 } } },
+    { type: 'queue.updated', params: queue },
   ];
   for (const w of windows.slice(0, 2)) {
     assert.deepEqual(
       w.webContents.sent.map((s) => s.channel),
-      [IPC_EVENT_CHANNEL, IPC_EVENT_CHANNEL, IPC_EVENT_CHANNEL],
+      [IPC_EVENT_CHANNEL, IPC_EVENT_CHANNEL, IPC_EVENT_CHANNEL, IPC_EVENT_CHANNEL],
     );
     assert.deepEqual(
       w.webContents.sent.map((s) => s.args[0]),
@@ -199,5 +203,5 @@ test('task.updated, task.deleted and restarted are broadcast to every live windo
   reg.dispose();
   assert.equal(client.listenerCount(), 0);
   client.emit('task.updated', { seq: 2, task });
-  assert.equal(windows[0]!.webContents.sent.length, 3);
+  assert.equal(windows[0]!.webContents.sent.length, 4);
 });
