@@ -131,7 +131,7 @@ class Engine:
         self._stopped = threading.Event()
         self._idle = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
-        self._workers = WorkerPool(concurrency, self._execute)
+        self._workers = WorkerPool(0, self._execute)
         self._conn: sqlite3.Connection | None = None
         self.stats_loops = 0
         self.stats_items = 0
@@ -139,6 +139,9 @@ class Engine:
     # ------------------------------------------------------------ public, any thread
 
     def start(self) -> None:
+        # settings first, in the caller's thread: queue.status may be answered before the loop runs
+        self.queue.load(self._connect())
+        self._workers.resize(self.queue.concurrency)
         self._thread.start()
 
     def submit(self, op: Op) -> Future[Any]:
@@ -194,8 +197,6 @@ class Engine:
 
     def _loop(self) -> None:
         self._conn = self._connect()
-        self.queue.load(self._conn)
-        self._workers.resize(self.queue.concurrency)
         try:
             while not self._stopped.is_set():
                 items = self._next_items()
@@ -420,14 +421,12 @@ class Engine:
 
     def check_create(self, item: dict[str, Any], prefix: str = "") -> None:
         """What tasks.create checks before anything reaches the store: the type and its details."""
-        from sidecar.protocol import check  # the params checker, shared with the protocol layer
-
         spec = self.registry.get(item.get("type", ""))
         if spec is None:
             raise UnknownTaskType(str(item.get("type")), f"{prefix}type")
         details = item.get("details", {})
         if spec.validator is not None:
-            check(spec.validator, details, f"{prefix}details")
+            spec.validator.check(details, f"{prefix}details")
         if spec.check_details is not None:
             try:
                 spec.check_details(details, self.registry.options)

@@ -171,6 +171,7 @@ class Graph:
 
         engine = self.engine
         waiting: list[str] = []
+        rows: list[Row] = []
         for i in sorted(new, key=depth_of):
             item = items[i]
             spec = engine.registry.get(item["type"])
@@ -178,8 +179,7 @@ class Graph:
             deps = deps_of[i]
             ready = all(statuses.get(d) == "COMPLETED" for d in deps)
             run_at = item.get("runAt")
-            row = store.insert(
-                conn,
+            rows.append(store.new_row(
                 task_id=ids[i],
                 type=item["type"],
                 status=Status.QUEUED if ready else Status.WAITING,
@@ -193,10 +193,12 @@ class Graph:
                 depends_on_json=store.dumps(deps) if deps else None,
                 on_child_failure=item.get("onChildFailure", "fail"),
                 weight=float(item.get("weight", 1)),
-            )
-            tx.announce(row)
+            ))
             if not ready:
                 waiting.append(ids[i])
+        store.insert_rows(conn, rows)  # parents first: the foreign key is checked at once
+        for row in rows:
+            tx.announce(row)
         for i in new:
             if deps_of[i]:
                 store.insert_deps(conn, ids[i], deps_of[i])

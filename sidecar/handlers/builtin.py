@@ -52,3 +52,6 @@ def fail(ctx: TaskContext) -> None:
         str(ctx.details.get("message", "demo failure")),
         retryable=bool(ctx.details.get("retryable", False)),
     )
+
+from sidecar.handlers import http_download as _http_download  # noqa: E402,F401  http.download
+from sidecar.handlers import process_run as _process_run  # noqa: E402,F401  process.run

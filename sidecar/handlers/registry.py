@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
 
 from sidecar.handlers.context import TaskContext
 
@@ -43,7 +42,7 @@ class HandlerSpec:
     retry_base_s: float = 0.5
     retry_max_s: float = 30.0
     check_details: DetailsCheck | None = field(default=None, compare=False, repr=False)
-    validator: Draft202012Validator | None = field(default=None, compare=False, repr=False)
+    validator: Any = field(default=None, compare=False, repr=False)  # sidecar.protocol.Schema
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -62,10 +61,9 @@ class Registry:
 
     def register(self, spec: HandlerSpec) -> HandlerSpec:
         if spec.details_schema is not None and spec.validator is None:
-            Draft202012Validator.check_schema(spec.details_schema)
-            spec = HandlerSpec(
-                **{**spec.__dict__, "validator": Draft202012Validator(spec.details_schema)}
-            )
+            from sidecar.protocol import Schema
+
+            spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=False)})
         self._specs[spec.type] = spec
         return spec
 

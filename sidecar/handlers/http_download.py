@@ -1,0 +1,514 @@
+"""``http.download``: a resumable, verified HTTP(S) download into an allowed directory.
+
+Only the standard library (``http.client``): it gives us the connection's socket, so a cancel can
+interrupt a blocked read at once, and lets every redirect be checked against ``--allow-host``.
+
+Apps can call :func:`download` from their own handlers (see ``examples/playlistify_handlers.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import socket
+import ssl
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any
+
+from sidecar.handlers.context import TaskContext, TaskError
+from sidecar.handlers.registry import AppOptions, DetailsError, handler
+
+CHUNK = 64 * 1024
+CHECKPOINT_BYTES = 1024 * 1024  # checkpoint at least every MiB ...
+CHECKPOINT_S = 1.0  # ... or every second, whichever comes first
+STALL_TIMEOUT_S = 30.0  # no byte for this long: a (retryable) network error
+MAX_REDIRECTS = 10
+RETRYABLE_4XX = {408, 425, 429}  # "try again later" answers: retried like 5xx
+# Managed by the download itself; an app cannot set them.
+RESERVED_HEADERS = {"range", "if-range", "host", "content-length", "transfer-encoding", "connection",
+                    "accept-encoding"}
+USER_AGENT = "task-sidecar http.download"
+
+DETAILS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["url", "dest"],
+    "properties": {
+        "url": {"type": "string", "minLength": 1, "maxLength": 8192, "pattern": "^[hH][tT][tT][pP][sS]?://"},
+        "dest": {"type": "string", "minLength": 1, "maxLength": 4096},
+        "sha256": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+        "size": {"type": "integer", "minimum": 0},
+        "headers": {
+            "type": "object",
+            "maxProperties": 64,
+            "additionalProperties": {"type": "string", "maxLength": 8192},
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+# ------------------------------------------------------------------ policy: where and from where
+
+
+def check_dest(dest: str, allow_dirs: list[str]) -> str:
+    """The real path ``dest`` will be written to; ValueError(reason) when it is not allowed."""
+    if not isinstance(dest, str) or not dest:
+        raise ValueError("must be a non-empty path")
+    if "\x00" in dest:
+        raise ValueError("must not contain NUL")
+    if not os.path.isabs(dest):
+        raise ValueError("must be an absolute path")
+    parts = dest.replace("\\", "/").split("/")
+    if ".." in parts:
+        raise ValueError("must not contain '..'")
+    if not allow_dirs:
+        raise ValueError("no download directory is allowed (start the sidecar with --allow-dir DIR)")
+    if parts[-1] in ("", "."):
+        raise ValueError("must name a file, not a directory")
+    real = os.path.realpath(dest)  # resolves every symlink that exists, including dest itself
+    for allowed in allow_dirs:
+        root = os.path.realpath(allowed)
+        try:
+            inside = os.path.commonpath([root, real]) == root and real != root
+        except ValueError:  # different drives on Windows
+            inside = False
+        if inside:
+            if os.path.isdir(real):
+                raise ValueError("is a directory")
+            return real
+    raise ValueError("is outside the allowed directories" + (" (through a symlink)" if _has_link(dest) else ""))
+
+
+def _has_link(path: str) -> bool:
+    return os.path.realpath(path) != os.path.normpath(os.path.abspath(path))
+
+
+def host_allowed(host: str | None, allow_hosts: list[str]) -> bool:
+    """No ``--allow-host``: any host. Otherwise the exact host, or ``*.example.com`` for subdomains."""
+    if not allow_hosts:
+        return True
+    if not host:
+        return False
+    host = host.lower().rstrip(".")
+    for entry in allow_hosts:
+        entry = entry.lower().rstrip(".")
+        if entry.startswith("*."):
+            if host.endswith(entry[1:]) or host == entry[2:]:
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+def check_url(url: str, allow_hosts: list[str]) -> urllib.parse.SplitResult:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http(s) URL with a host")
+    if not host_allowed(parts.hostname, allow_hosts):
+        raise ValueError(f"host {parts.hostname!r} is not allowed (--allow-host)")
+    return parts
+
+
+def check_details(details: dict[str, Any], options: AppOptions) -> None:
+    """At ``tasks.create``: refuse a destination or host the app did not allow (-32602)."""
+    try:
+        check_url(details.get("url", ""), options.allow_hosts)
+    except ValueError as exc:
+        raise DetailsError("url", str(exc)) from None
+    try:
+        check_dest(details.get("dest", ""), options.allow_dirs)
+    except ValueError as exc:
+        raise DetailsError("dest", str(exc)) from None
+    for name, value in (details.get("headers") or {}).items():
+        if name.lower() in RESERVED_HEADERS:
+            raise DetailsError(f"headers.{name}", "is managed by the download and cannot be set")
+        if any(c in name + value for c in "\r\n\x00") or not name or any(c in name for c in " :\t"):
+            raise DetailsError(f"headers.{name}", "is not a valid header")
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def _fmt_eta(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def progress_message(done: int, total: int | None, speed: float | None) -> str:
+    """``12.0 MiB of 30.0 MiB · 2.0 MiB/s · ETA 0:09`` (bytes only when the size is unknown)."""
+    text = _fmt_bytes(done) if total is None else f"{_fmt_bytes(done)} of {_fmt_bytes(total)}"
+    if speed:
+        text += f" · {_fmt_bytes(speed)}/s"
+        if total is not None and total > done:
+            text += f" · ETA {_fmt_eta((total - done) / speed)}"
+    return text
+
+
+class _Speed:
+    """Bytes per second over the last few seconds."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+
+    def add(self, now: float, done: int) -> float | None:
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > 5.0:
+            self.samples.pop(0)
+        t0, b0 = self.samples[0]
+        return (done - b0) / (now - t0) if now - t0 >= 0.2 else None
+
+
+def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
+    """``bytes 100-199/1000`` → (100, 199, 1000); total None for ``*``."""
+    if not value or not value.lower().startswith("bytes "):
+        return None
+    try:
+        span, _, total = value[6:].strip().partition("/")
+        first, _, last = span.partition("-")
+        return int(first), int(last), None if total.strip() == "*" else int(total)
+    except ValueError:
+        return None
+
+
+def _validator(etag: str | None, last_modified: str | None) -> str | None:
+    """The If-Range value: a strong ETag, else Last-Modified (RFC 9110 §13.1.5)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
+
+
+class _StopWatch:
+    """Interrupts a blocked socket read as soon as the task is asked to stop."""
+
+    def __init__(self, ctx: TaskContext) -> None:
+        self.ctx = ctx
+        self.sock: socket.socket | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"download-watch-{ctx.id[:8]}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.1):
+            if self.ctx.cancelled:
+                sock = self.sock
+                if sock is not None:
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                return
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join(1)
+
+
+@dataclass
+class _Response:
+    conn: http.client.HTTPConnection
+    resp: http.client.HTTPResponse
+    url: str
+
+
+def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptions, watch: _StopWatch) -> _Response:
+    """GET ``url`` following redirects (each one checked against the allowed hosts)."""
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            parts = check_url(url, options.allow_hosts)
+        except ValueError as exc:
+            raise TaskError(f"{url}: {exc}", retryable=False) from None
+        if parts.scheme.lower() == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=STALL_TIMEOUT_S, context=ssl.create_default_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=STALL_TIMEOUT_S)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        try:
+            conn.connect()
+            watch.sock = conn.sock
+            ctx.raise_if_cancelled()
+            conn.request("GET", target, headers=headers)
+            resp = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+        if resp.status in (301, 302, 303, 307, 308) and resp.getheader("Location"):
+            location = urllib.parse.urljoin(url, resp.getheader("Location", ""))
+            resp.close()
+            conn.close()
+            if urllib.parse.urlsplit(location).hostname != parts.hostname:  # credentials stay with their host
+                headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
+            url = location
+            continue
+        return _Response(conn, resp, url)
+    raise TaskError(f"too many redirects (more than {MAX_REDIRECTS})", retryable=False)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def _open_part(part: str, dest: str, options: AppOptions) -> int:
+    """Open the partial file for writing, re-checking the destination at the last moment."""
+    try:
+        real = check_dest(dest, options.allow_dirs)
+    except ValueError as exc:
+        raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    try:  # the directory may have been swapped for a symlink while we were creating it
+        check_dest(dest, options.allow_dirs)
+    except ValueError as exc:
+        raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    return os.open(part, flags, 0o644)
+
+
+# ------------------------------------------------------------------ the download
+
+
+def download(
+    ctx: TaskContext,
+    url: str,
+    dest: str,
+    *,
+    sha256: str | None = None,
+    size: int | None = None,
+    headers: dict[str, str] | None = None,
+    options: AppOptions | None = None,
+) -> dict[str, Any]:
+    """Download ``url`` to ``dest`` (an absolute path inside an allowed directory), resumably.
+
+    Checkpoints ``{"download": {...}}`` (other keys of ``ctx.state`` are kept), so a re-run resumes
+    with a Range request. Returns ``{"path", "bytes", "sha256", "resumed"}``.
+    """
+    options = options or ctx.options or AppOptions()
+    try:
+        real_dest = check_dest(dest, options.allow_dirs)
+    except ValueError as exc:
+        raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+    part = f"{real_dest}.{ctx.id[:8]}.part"
+    saved = (ctx.state or {}).get("download") if isinstance(ctx.state, dict) else None
+    if not isinstance(saved, dict) or saved.get("url") != url or saved.get("part") != part:
+        saved = None
+
+    base_headers = {"User-Agent": USER_AGENT, **(headers or {}), "Accept-Encoding": "identity"}
+    offset = 0
+    if saved is not None and os.path.exists(part):
+        offset = min(int(saved.get("bytes", 0)), os.path.getsize(part))
+    watch = _StopWatch(ctx)
+    fd = -1
+    remove_part = False
+    try:
+        fd = _open_part(part, dest, options)
+        resumed_from = 0
+        for _ in range(3):  # a refused or stale resume restarts from zero (once, normally)
+            request_headers = dict(base_headers)
+            validator = _validator(saved.get("etag"), saved.get("lastModified")) if saved and offset else None
+            if offset:
+                request_headers["Range"] = f"bytes={offset}-"
+                if validator:
+                    request_headers["If-Range"] = validator
+            opened = _open(ctx, url, request_headers, options, watch)
+            resp = opened.resp
+            try:
+                status = resp.status
+                etag, last_modified = resp.getheader("ETag"), resp.getheader("Last-Modified")
+                if offset and status == 416:
+                    offset, saved = 0, None  # our partial no longer fits the resource: start over
+                    continue
+                if status >= 500 or status in RETRYABLE_4XX:
+                    raise ConnectionError(f"HTTP {status} {resp.reason} from {opened.url}")  # retried
+                if status >= 400:
+                    raise TaskError(f"HTTP {status} {resp.reason}: {opened.url}", retryable=False)
+                if status not in (200, 206):
+                    raise TaskError(f"unexpected HTTP {status} {resp.reason} from {opened.url}", retryable=False)
+                if status == 206:
+                    span = _parse_content_range(resp.getheader("Content-Range"))
+                    changed = (
+                        span is None
+                        or span[0] != offset
+                        or (saved is not None and saved.get("total") is not None and span[2] != saved["total"])
+                        or (saved is not None and saved.get("etag") and etag and etag != saved["etag"])
+                        or (saved is not None and saved.get("lastModified") and last_modified
+                            and last_modified != saved["lastModified"])
+                    )
+                    if not offset or changed:
+                        offset, saved = 0, None  # a range we did not ask for, or another resource
+                        continue
+                    total = span[2] if span is not None else None
+                    resumed_from = offset
+                else:
+                    length = resp.getheader("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                    offset = 0  # no range support, or the resource changed (If-Range): restart
+                    resumed_from = 0
+                if size is not None and total is not None and total != size:
+                    raise TaskError(f"size mismatch: the server announces {total} bytes, expected {size}",
+                                    retryable=False)
+                result = _stream(ctx, opened, fd, part, url, offset, total, etag, last_modified, sha256, size)
+                break
+            finally:
+                resp.close()
+                opened.conn.close()
+        else:
+            raise ConnectionError(f"{url}: the server kept answering ranges that do not fit; retrying later")
+        os.close(fd)
+        fd = -1
+        try:  # the last check before the file appears under its name
+            final = check_dest(dest, options.allow_dirs)
+        except ValueError as exc:
+            raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+        os.replace(part, final)
+        ctx.progress(100.0, progress_message(result["bytes"], result["bytes"], None))
+        return {"path": final, **result, "resumedFrom": resumed_from}
+    except TaskError as exc:
+        remove_part = not exc.retryable or ctx.attempt >= ctx.max_attempts  # fails for good: leave nothing
+        raise
+    except BaseException:
+        if ctx.cancelled:
+            remove_part = ctx.stop_reason == "cancel"  # cancel removes the partial; pause etc. keep it
+            ctx.raise_if_cancelled()
+        remove_part = ctx.attempt >= ctx.max_attempts  # the last attempt failed: the task fails for good
+        raise
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if remove_part:
+            _remove(part)
+        watch.close()
+
+
+def _stream(
+    ctx: TaskContext,
+    opened: _Response,
+    fd: int,
+    part: str,
+    url: str,
+    offset: int,
+    total: int | None,
+    etag: str | None,
+    last_modified: str | None,
+    sha256: str | None,
+    size: int | None,
+) -> dict[str, Any]:
+    """Write the body from ``offset``, then verify; returns ``{bytes, sha256, url}``."""
+    digest = hashlib.sha256()
+    os.ftruncate(fd, offset)
+    if offset:  # hash what is already there
+        with open(part, "rb") as existing:
+            left = offset
+            while left > 0:
+                block = existing.read(min(left, 1024 * 1024))
+                if not block:
+                    raise OSError(f"partial file {part} shrank while resuming")
+                digest.update(block)
+                left -= len(block)
+    os.lseek(fd, offset, os.SEEK_SET)
+
+    done = offset
+    speed = _Speed()
+    started = time.monotonic()
+    speed.add(started, done)
+    last_ckpt_t, last_ckpt_b = started, done
+    last_report = started
+
+    def checkpoint() -> None:
+        state = dict(ctx.state) if isinstance(ctx.state, dict) else {}
+        state["download"] = {"url": url, "part": part, "bytes": done, "total": total, "etag": etag,
+                             "lastModified": last_modified}
+        ctx.checkpoint(state)
+
+    def report(now: float) -> None:
+        rate = speed.add(now, done)
+        percent = done * 100.0 / total if total else 0.0
+        ctx.progress(min(percent, 99.9) if total and done < total else percent,
+                     progress_message(done, total, rate))
+
+    checkpoint()  # the validators, so a resume can tell whether the resource changed
+    report(started)
+    resp = opened.resp
+    while True:
+        if ctx.cancelled:
+            checkpoint()
+            ctx.raise_if_cancelled()
+        try:
+            block = resp.read(CHUNK)
+        except (TimeoutError, socket.timeout) as exc:
+            raise ConnectionError(f"no data for {STALL_TIMEOUT_S:g}s from {opened.url}") from exc
+        except OSError:
+            if ctx.cancelled:
+                checkpoint()
+                ctx.raise_if_cancelled()
+            raise
+        if not block:
+            break
+        _write_all(fd, block)
+        digest.update(block)
+        done += len(block)
+        now = time.monotonic()
+        if done - last_ckpt_b >= CHECKPOINT_BYTES or now - last_ckpt_t >= CHECKPOINT_S:
+            checkpoint()
+            last_ckpt_t, last_ckpt_b = now, done
+        if now - last_report >= 0.25:
+            report(now)
+            last_report = now
+        if total is not None and done > total:
+            raise TaskError(f"size mismatch: received more than the announced {total} bytes", retryable=False)
+    if ctx.cancelled:
+        checkpoint()
+        ctx.raise_if_cancelled()
+    if total is not None and done < total:
+        checkpoint()  # keep what arrived: the retry resumes from here
+        raise ConnectionError(f"connection closed after {done} of {total} bytes")
+    if size is not None and done != size:
+        raise TaskError(f"size mismatch: received {done} bytes, expected {size}", retryable=False)
+    got = digest.hexdigest()
+    if sha256 is not None and got != sha256.lower():
+        raise TaskError(f"sha256 mismatch: got {got}, expected {sha256.lower()}", retryable=False)
+    os.fsync(fd)
+    return {"bytes": done, "sha256": got, "url": opened.url}
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+@handler(
+    "http.download",
+    max_attempts=5,
+    retry_base_s=1.0,
+    retry_max_s=60.0,
+    details_schema=DETAILS_SCHEMA,
+    check_details=check_details,
+)
+def http_download(ctx: TaskContext) -> dict[str, Any]:
+    """``{url, dest, sha256?, size?, headers?}`` → ``{path, bytes, sha256, resumedFrom, url}``."""
+    d = ctx.details
+    return download(ctx, d["url"], d["dest"], sha256=d.get("sha256"), size=d.get("size"), headers=d.get("headers"))
