@@ -72,8 +72,10 @@ def check_dest(dest: str, allow_dirs: list[str]) -> str:
     real = os.path.realpath(dest)  # resolves every symlink that exists, including dest itself
     for allowed in allow_dirs:
         root = os.path.realpath(allowed)
+        if real == root:
+            raise ValueError("is an allowed directory itself, not a file in it")
         try:
-            inside = os.path.commonpath([root, real]) == root and real != root
+            inside = os.path.commonpath([root, real]) == root
         except ValueError:  # different drives on Windows
             inside = False
         if inside:

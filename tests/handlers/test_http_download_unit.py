@@ -1,0 +1,252 @@
+"""http.download in-process (a real TaskContext, no engine) against a local HTTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from sidecar.handlers import AppOptions, DetailsError, TaskCancelled, TaskError
+from sidecar.handlers.http_download import (
+    _parse_content_range,
+    check_dest,
+    check_details,
+    download,
+    host_allowed,
+    progress_message,
+)
+
+BODY = os.urandom(3 * 1024 * 1024 + 123)
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture
+def opts(tmp_path: Path) -> AppOptions:
+    (tmp_path / "dl").mkdir()
+    return AppOptions(allow_dirs=[str(tmp_path / "dl")])
+
+
+def part_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.part"))
+
+
+def test_full_download_with_progress_and_checksum(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/v.bin", BODY, chunk=256 * 1024, delay=0.01)
+    dest = tmp_path / "dl" / "sub" / "v.bin"
+    rec = recorder(options=opts)
+    result = download(rec.ctx, url, str(dest), sha256=SHA)
+    assert dest.read_bytes() == BODY
+    assert result == {"path": str(dest), "bytes": len(BODY), "sha256": SHA, "url": url, "resumedFrom": 0}
+    assert not part_files(dest.parent)
+    percents = [p for p, _ in rec.progress]
+    assert percents == sorted(percents) and percents[-1] == 100.0 and len(percents) >= 2
+    assert "of 3.0 MiB" in rec.progress[-1][1]
+    assert any("/s" in (m or "") for _, m in rec.progress[1:-1]) or len(rec.progress) == 2
+    last = rec.checkpoints[-1]["download"]
+    assert last["etag"] == '"v1"' and last["total"] == len(BODY) and 0 < last["bytes"] <= len(BODY)
+
+
+def test_no_content_length_reports_bytes_only(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/n.bin", BODY[:300_000], length=False, ranges=False)
+    rec = recorder(options=opts)
+    download(rec.ctx, url, str(tmp_path / "dl" / "n.bin"))
+    assert (tmp_path / "dl" / "n.bin").read_bytes() == BODY[:300_000]
+    assert all(p == 0.0 for p, _ in rec.progress[:-1]) and " of " not in (rec.progress[0][1] or "")
+
+
+def test_dropped_connection_keeps_partial_then_resumes_with_range(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/d.bin", BODY, drop_at=1_500_000, drops=1)
+    dest = tmp_path / "dl" / "d.bin"
+    first = recorder(options=opts)
+    with pytest.raises(ConnectionError, match="closed after 1500000"):
+        download(first.ctx, url, str(dest))
+    assert first.checkpoints[-1]["download"]["bytes"] == 1_500_000
+    assert [p.stat().st_size for p in part_files(dest.parent)] == [1_500_000]
+    second = recorder(options=opts, state=first.checkpoints[-1], attempt=2)
+    result = download(second.ctx, url, str(dest), sha256=SHA)
+    assert result["resumedFrom"] == 1_500_000 and dest.read_bytes() == BODY
+    headers = http_server.got("/d.bin")[-1]
+    assert headers["range"] == "bytes=1500000-" and headers["if-range"] == '"v1"'
+    assert headers["accept-encoding"] == "identity"
+
+
+def test_server_without_range_support_restarts(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/r.bin", BODY, ranges=False, drop_at=1_000_000, drops=1)
+    dest = tmp_path / "dl" / "r.bin"
+    first = recorder(options=opts)
+    with pytest.raises(ConnectionError):
+        download(first.ctx, url, str(dest))
+    second = recorder(options=opts, state=first.checkpoints[-1], attempt=2)
+    result = download(second.ctx, url, str(dest), sha256=SHA)
+    assert result["resumedFrom"] == 0 and dest.read_bytes() == BODY  # 200 to a Range request: start over
+
+
+def test_changed_resource_restarts(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/c.bin", BODY, drop_at=1_000_000, drops=1)
+    dest = tmp_path / "dl" / "c.bin"
+    first = recorder(options=opts)
+    with pytest.raises(ConnectionError):
+        download(first.ctx, url, str(dest))
+    new_body = os.urandom(2_000_000)
+    res = http_server.resources["/c.bin"]
+    res.body, res.etag, res.last_modified = new_body, '"v2"', "Thu, 22 Oct 2026 07:28:00 GMT"
+    second = recorder(options=opts, state=first.checkpoints[-1], attempt=2)
+    result = download(second.ctx, url, str(dest), sha256=hashlib.sha256(new_body).hexdigest())
+    assert result["resumedFrom"] == 0 and dest.read_bytes() == new_body  # If-Range failed: full 200
+
+
+def test_changed_resource_detected_without_if_range_support(http_server, recorder, opts, tmp_path):
+    # A server that ignores If-Range answers 206 for the new resource: its ETag gives it away.
+    url = http_server.add("/e.bin", BODY, drop_at=1_000_000, drops=1, if_range=False)
+    dest = tmp_path / "dl" / "e.bin"
+    first = recorder(options=opts)
+    with pytest.raises(ConnectionError):
+        download(first.ctx, url, str(dest))
+    new_body = os.urandom(len(BODY))
+    res = http_server.resources["/e.bin"]
+    res.body, res.etag = new_body, '"v2"'
+    second = recorder(options=opts, state=first.checkpoints[-1], attempt=2)
+    result = download(second.ctx, url, str(dest))
+    assert dest.read_bytes() == new_body and result["resumedFrom"] == 0
+    ranges = [h.get("range") for h in http_server.got("/e.bin")]
+    assert ranges == [None, "bytes=1000000-", None]  # resume refused by us, then a fresh request
+
+
+def test_checksum_mismatch_fails_at_once_and_removes_partial(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/s.bin", BODY)
+    dest = tmp_path / "dl" / "s.bin"
+    rec = recorder(options=opts)
+    with pytest.raises(TaskError, match="sha256 mismatch") as err:
+        download(rec.ctx, url, str(dest), sha256="0" * 64)
+    assert err.value.retryable is False
+    assert not dest.exists() and not part_files(dest.parent)
+
+
+def test_size_mismatch_fails_at_once(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/z.bin", BODY)
+    rec = recorder(options=opts)
+    with pytest.raises(TaskError, match="size mismatch") as err:
+        download(rec.ctx, url, str(tmp_path / "dl" / "z.bin"), size=len(BODY) + 1)
+    assert err.value.retryable is False and not part_files(tmp_path / "dl")
+    url2 = http_server.add("/z2.bin", BODY[:1000], length=False)
+    with pytest.raises(TaskError, match="received 1000 bytes, expected 999"):
+        download(recorder(options=opts).ctx, url2, str(tmp_path / "dl" / "z2.bin"), size=999)
+    assert not part_files(tmp_path / "dl")
+
+
+def test_404_is_not_retried_503_is(http_server, recorder, opts, tmp_path):
+    rec = recorder(options=opts)
+    with pytest.raises(TaskError, match="HTTP 404") as err:
+        download(rec.ctx, http_server.base + "/missing", str(tmp_path / "dl" / "m.bin"))
+    assert err.value.retryable is False and not part_files(tmp_path / "dl")
+    url = http_server.add("/busy.bin", BODY[:1000], statuses=[503])
+    with pytest.raises(ConnectionError, match="HTTP 503"):  # a plain exception: the engine retries it
+        download(recorder(options=opts).ctx, url, str(tmp_path / "dl" / "busy.bin"))
+    download(recorder(options=opts, attempt=2).ctx, url, str(tmp_path / "dl" / "busy.bin"))
+    assert (tmp_path / "dl" / "busy.bin").read_bytes() == BODY[:1000]
+
+
+def test_last_attempt_failure_removes_partial(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/l.bin", BODY, drop_at=500_000, drops=1)
+    rec = recorder(options=opts, attempt=5, max_attempts=5)
+    with pytest.raises(ConnectionError):
+        download(rec.ctx, url, str(tmp_path / "dl" / "l.bin"))
+    assert not part_files(tmp_path / "dl")
+
+
+@pytest.mark.parametrize("reason, kept", [("cancel", False), ("pause", True), ("shutdown", True)])
+def test_stop_mid_download(http_server, recorder, opts, tmp_path, reason, kept):
+    url = http_server.add("/slow.bin", BODY, chunk=64 * 1024, delay=0.05)
+    rec = recorder(options=opts)
+    threading.Timer(0.4, rec.ctx.request_stop, args=(reason,)).start()
+    with pytest.raises(TaskCancelled):
+        download(rec.ctx, url, str(tmp_path / "dl" / "slow.bin"))
+    parts = part_files(tmp_path / "dl")
+    assert bool(parts) is kept
+    if kept:
+        assert parts[0].stat().st_size >= rec.checkpoints[-1]["download"]["bytes"] > 0
+    assert not (tmp_path / "dl" / "slow.bin").exists()
+
+
+def test_redirects_are_followed_and_checked_against_hosts(http_server, recorder, opts, tmp_path):
+    target = http_server.add("/target.bin", BODY[:5000]).replace("127.0.0.1", "localhost")
+    url = http_server.add("/go", b"", redirect=target)
+    options = AppOptions(allow_dirs=opts.allow_dirs, allow_hosts=["127.0.0.1"])
+    with pytest.raises(TaskError, match="'localhost' is not allowed"):
+        download(recorder(options=options).ctx, url, str(tmp_path / "dl" / "t.bin"), headers={"Authorization": "x"})
+    options.allow_hosts.append("localhost")
+    result = download(recorder(options=options).ctx, url, str(tmp_path / "dl" / "t.bin"),
+                      headers={"Authorization": "secret", "X-Keep": "1"})
+    assert (tmp_path / "dl" / "t.bin").read_bytes() == BODY[:5000] and result["url"] == target
+    sent = http_server.got("/target.bin")[-1]
+    assert "authorization" not in sent and sent["x-keep"] == "1"  # credentials stay with their host
+    assert http_server.got("/go")[-1]["authorization"] == "secret"
+
+
+# ------------------------------------------------------------------ destinations and hosts
+
+
+def test_refused_destinations(tmp_path):
+    allowed = tmp_path / "allowed"
+    (allowed / "inner").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (allowed / "escape").symlink_to(outside)
+    (allowed / "file-link").symlink_to(outside / "f.bin")
+    dirs = [str(allowed)]
+    assert check_dest(str(allowed / "inner" / "a.bin"), dirs) == str(allowed / "inner" / "a.bin")
+    assert check_dest(str(allowed / "new" / "deeper" / "a.bin"), dirs)  # created when opened
+    cases = {
+        str(outside / "a.bin"): "outside",
+        str(allowed / ".." / "outside" / "a.bin"): "'..'",
+        str(allowed / "inner" / ".." / "a.bin"): "'..'",
+        str(allowed / "escape" / "a.bin"): "symlink",
+        str(allowed / "file-link"): "symlink",
+        "relative/a.bin": "absolute",
+        str(allowed): "allowed directory itself",
+        str(allowed / "inner"): "directory",
+        str(allowed) + "/": "file",
+    }
+    for dest, reason in cases.items():
+        with pytest.raises(ValueError, match=reason):
+            check_dest(dest, dirs)
+    with pytest.raises(ValueError, match="--allow-dir"):
+        check_dest(str(allowed / "a.bin"), [])
+    # a sibling whose name merely starts like the allowed directory
+    (tmp_path / "allowed2").mkdir()
+    with pytest.raises(ValueError, match="outside"):
+        check_dest(str(tmp_path / "allowed2" / "a.bin"), dirs)
+
+
+def test_check_details_names_the_field(tmp_path):
+    options = AppOptions(allow_dirs=[str(tmp_path)], allow_hosts=["example.com", "*.cdn.example.org"])
+    ok = {"url": "https://example.com/a", "dest": str(tmp_path / "a")}
+    check_details(ok, options)
+    check_details({**ok, "url": "http://x.cdn.example.org/a"}, options)
+    for details, field in [
+        ({**ok, "dest": "/etc/passwd"}, "dest"),
+        ({**ok, "url": "https://evil.test/a"}, "url"),
+        ({**ok, "url": "ftp://example.com/a"}, "url"),
+        ({**ok, "headers": {"Range": "bytes=0-"}}, "headers.Range"),
+        ({**ok, "headers": {"X-A": "b\r\nHost: x"}}, "headers.X-A"),
+    ]:
+        with pytest.raises(DetailsError) as err:
+            check_details(details, options)
+        assert err.value.field == field
+    with pytest.raises(DetailsError) as err:
+        check_details(ok, AppOptions())
+    assert err.value.field == "dest"
+
+
+def test_small_pure_helpers():
+    assert host_allowed("anything.test", [])
+    assert host_allowed("a.b.example.com", ["*.example.com"]) and host_allowed("example.com", ["*.example.com"])
+    assert not host_allowed("badexample.com", ["*.example.com"])
+    assert _parse_content_range("bytes 100-199/1000") == (100, 199, 1000)
+    assert _parse_content_range("bytes 0-9/*") == (0, 9, None)
+    assert _parse_content_range("garbage") is None
+    assert progress_message(1024 * 1024, 4 * 1024 * 1024, 1024 * 1024) == "1.0 MiB of 4.0 MiB · 1.0 MiB/s · ETA 0:03"
+    assert progress_message(500, None, None) == "500 B"
