@@ -47,6 +47,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an external program handlers may run, by name (repeatable)")
     p.add_argument("--allow-host", action="append", default=[], metavar="HOST",
                    help="restrict downloads to these hosts (repeatable; none: any http(s) host)")
+    p.add_argument("--max-db-pages", type=positive_int, default=None, metavar="N",
+                   help="cap the database at N pages (4 KiB each); writes past it fail with -32006")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     p.add_argument("--version", action="version", version=f"task-sidecar {__version__}")
@@ -78,5 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         allow_dirs=args.allow_dir,
         allow_programs=programs,
         allow_hosts=args.allow_host,
+        max_db_pages=args.max_db_pages,
     )
     return Sidecar(config).run()

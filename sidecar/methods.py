@@ -20,6 +20,7 @@ from sidecar.errors import (
     TASK_NOT_FOUND,
     UNKNOWN_TASK_TYPE,
     InvalidParams,
+    ShuttingDown,
     TaskNotFound,
     UnknownTaskType,
 )
@@ -140,6 +141,8 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
     registry = sidecar.registry
 
     def write(op: Any) -> Any:
+        if sidecar.stopping:  # e.g. later items of a batch that asked for system.shutdown
+            raise ShuttingDown()
         return engine.submit(op)
 
     check_create = engine.check_create

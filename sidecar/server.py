@@ -46,6 +46,7 @@ class Config:
     allow_dirs: list[str] = field(default_factory=list)
     allow_programs: dict[str, str] = field(default_factory=dict)
     allow_hosts: list[str] = field(default_factory=list)
+    max_db_pages: int | None = None
 
 
 class _Stop(Exception):
@@ -63,6 +64,10 @@ class Sidecar:
 
     def read_conn(self) -> sqlite3.Connection:
         return models.database.connection()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop_reason is not None
 
     def request_stop(self, reason: str) -> None:
         if self._stop_reason is None:
@@ -134,7 +139,9 @@ class Sidecar:
             lock.release()
 
     def _open_database(self) -> dict[str, int]:
-        db = models.open_database(self.db_path, durability=self.config.durability)
+        db = models.open_database(
+            self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
+        )
         migrations.upgrade(db)
         conn = db.connection()
         conn.execute("BEGIN IMMEDIATE")

@@ -69,18 +69,20 @@ class Setting(BaseModel):
         table_name = "settings"
 
 
-def open_database(path: str, *, durability: str = "normal", busy_timeout_ms: int = 5000) -> pw.SqliteDatabase:
+def open_database(
+    path: str, *, durability: str = "normal", busy_timeout_ms: int = 5000, max_pages: int | None = None
+) -> pw.SqliteDatabase:
     """Point the shared :data:`database` at ``path`` with the sidecar's pragmas.
 
     Pragmas are applied on every new connection (each thread has its own).
     """
-    database.init(
-        path,
-        pragmas={
-            "journal_mode": "wal",
-            "synchronous": 2 if durability == "full" else 1,
-            "foreign_keys": 1,
-            "busy_timeout": busy_timeout_ms,
-        },
-    )
+    pragmas: dict[str, object] = {
+        "journal_mode": "wal",
+        "synchronous": 2 if durability == "full" else 1,
+        "foreign_keys": 1,
+        "busy_timeout": busy_timeout_ms,
+    }
+    if max_pages:
+        pragmas["max_page_count"] = max_pages
+    database.init(path, pragmas=pragmas)
     return database

@@ -213,3 +213,37 @@ def test_queue_changes_are_announced(sidecar: SidecarProcess) -> None:
     sidecar.call("queue.pause", {"type": "demo.sleep"})
     note = sidecar.wait_notification(lambda m: m["method"] == "queue.updated")
     assert note["params"]["pausedTypes"] == ["demo.sleep"]
+
+
+def test_a_full_disk_is_a_storage_error_and_the_sidecar_recovers(start_sidecar) -> None:
+    sidecar = start_sidecar("--max-db-pages", "60")
+    big = {"blob": "x" * 20_000}
+    created = []
+    error = None
+    for _ in range(40):
+        try:
+            created.append(sidecar.call("tasks.create", {"type": "demo.noop", "details": big}))
+        except Exception as exc:  # noqa: BLE001 - the RpcError we are looking for
+            error = exc
+            break
+    assert error is not None and getattr(error, "code", None) == -32006, error
+    assert "full" in error.data["reason"]
+    assert sidecar.call("system.ping") == "pong"  # still serving
+    for task in created:  # nothing acknowledged was lost
+        assert sidecar.call("tasks.get", {"id": task["id"]})["id"] == task["id"]
+    # space returns: finished tasks are pruned, writes work again
+    for task in created:
+        sidecar.wait_status(task["id"], "COMPLETED", timeout=20)
+    assert sidecar.call("tasks.prune", {})["deleted"] == len(created)
+    again = sidecar.call("tasks.create", {"type": "demo.noop", "details": big})
+    assert sidecar.wait_status(again["id"], "COMPLETED", timeout=10)["id"] == again["id"]
+
+
+def test_requests_after_shutdown_in_the_same_batch_get_shutting_down(sidecar: SidecarProcess) -> None:
+    sidecar.send([
+        {"jsonrpc": "2.0", "id": "bye", "method": "system.shutdown"},
+        {"jsonrpc": "2.0", "id": "late", "method": "tasks.create", "params": {"type": "demo.noop"}},
+    ])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list))
+    assert batch[0]["result"] is None and batch[1]["error"]["code"] == -32005
+    assert sidecar.wait_exit() == 0
