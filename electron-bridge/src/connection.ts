@@ -20,7 +20,7 @@ import {
 
 import { SidecarError } from './errors';
 import { LineDecoder, encodeMessage } from './framing';
-import { ClientErrorCode, type JsonValue } from './protocol';
+import { ClientErrorCode, ErrorCode, type JsonValue } from './protocol';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export interface LogEntry {
@@ -57,7 +57,8 @@ export class RpcConnection {
   private readonly pending = new Map<number, string>();
   private nextId = 0;
   private closedError: SidecarError | null = null;
-  private drainWaiters: Array<() => void> = [];
+  private readonly outgoing: Array<{ id: number | undefined; method: string; line: string }> = [];
+  private waitingForDrain = false;
 
   constructor(private readonly opts: ConnectionOptions) {
     this.rpc = new JSONRPCClient<void>((payload: JSONRPCRequest) => this.write(payload));
@@ -67,8 +68,8 @@ export class RpcConnection {
     });
     opts.input.on('data', (chunk: Buffer | string) => this.decoder.push(chunk));
     opts.input.on('end', () => this.decoder.end());
-    opts.output.on('drain', () => this.flushDrainWaiters());
-    opts.output.on('close', () => this.flushDrainWaiters());
+    opts.output.on('drain', () => this.onDrain());
+    opts.output.on('close', () => this.onDrain());
   }
 
   get pendingCount(): number {
@@ -113,6 +114,7 @@ export class RpcConnection {
     } finally {
       this.pending.delete(id);
       signal?.removeEventListener('abort', onAbort);
+      this.unqueue(id); // aborted or timed out before it was written: never send it
     }
     if (response.error) {
       const { code, message, data } = response.error;
@@ -146,28 +148,24 @@ export class RpcConnection {
         ),
       );
     }
-    this.flushDrainWaiters();
+    for (const o of this.outgoing.splice(0)) this.failWrite(o.id, o.method, error.message);
   }
 
   private withMethod(error: SidecarError, method: string): SidecarError {
     return new SidecarError(error.code, `${method}: ${error.message}`, error.data, { method });
   }
 
-  /** The JSONRPCClient's send function: one line per message, waiting for 'drain' when the pipe is full. */
-  private async write(payload: JSONRPCRequest): Promise<void> {
-    const out = this.opts.output;
+  /**
+   * The JSONRPCClient's send function. It only queues the line and returns at once: json-rpc-2.0
+   * waits for `send` before it settles a request, so a send blocked on a full pipe would also
+   * block that request's timeout and cancellation. The pump writes queued lines in order and
+   * pauses on a full pipe until 'drain' (backpressure), so a stalled sidecar does not make Node
+   * buffer without bound, and a call aborted while still queued is never sent at all.
+   */
+  private write(payload: JSONRPCRequest): void {
     const id = typeof payload.id === 'number' ? payload.id : undefined;
-    const fail = (why: string): void => {
-      if (id !== undefined) {
-        this.rpc.receive(
-          createJSONRPCErrorResponse(id, ClientErrorCode.SidecarExited, `${payload.method}: could not write to the sidecar (${why})`, {
-            method: payload.method,
-          }),
-        );
-      }
-    };
-    if (this.closedError || out.destroyed || out.writableEnded) {
-      fail(this.closedError?.message ?? 'its stdin is closed');
+    if (this.closedError || this.opts.output.destroyed || this.opts.output.writableEnded) {
+      this.failWrite(id, payload.method, this.closedError?.message ?? 'its stdin is closed');
       return;
     }
     let line: string;
@@ -176,25 +174,49 @@ export class RpcConnection {
     } catch (err) {
       if (id !== undefined) {
         this.rpc.receive(
-          createJSONRPCErrorResponse(id, ClientErrorCode.NotRunning, `${payload.method}: params are not JSON-serialisable: ${String(err)}`),
+          createJSONRPCErrorResponse(id, ErrorCode.InvalidParams, `${payload.method}: params are not JSON-serialisable: ${String(err)}`),
         );
       }
       return;
     }
-    let ok: boolean;
-    try {
-      ok = out.write(line);
-    } catch (err) {
-      fail(String(err));
-      return;
-    }
-    if (!ok) await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+    this.outgoing.push({ id, method: payload.method, line });
+    this.pump();
   }
 
-  private flushDrainWaiters(): void {
-    const waiters = this.drainWaiters;
-    this.drainWaiters = [];
-    for (const w of waiters) w();
+  private pump(): void {
+    const out = this.opts.output;
+    while (!this.waitingForDrain && this.outgoing.length > 0) {
+      const next = this.outgoing.shift()!;
+      if (out.destroyed || out.writableEnded) {
+        this.failWrite(next.id, next.method, 'its stdin is closed');
+        continue;
+      }
+      try {
+        if (!out.write(next.line)) this.waitingForDrain = true;
+      } catch (err) {
+        this.failWrite(next.id, next.method, String(err));
+      }
+    }
+  }
+
+  /** Drop a request that has not been written yet (its call was aborted or timed out). */
+  private unqueue(id: number): boolean {
+    const i = this.outgoing.findIndex((o) => o.id === id);
+    if (i === -1) return false;
+    this.outgoing.splice(i, 1);
+    return true;
+  }
+
+  private failWrite(id: number | undefined, method: string, why: string): void {
+    if (id === undefined) return;
+    this.rpc.receive(
+      createJSONRPCErrorResponse(id, ClientErrorCode.SidecarExited, `${method}: could not write to the sidecar (${why})`, { method }),
+    );
+  }
+
+  private onDrain(): void {
+    this.waitingForDrain = false;
+    this.pump();
   }
 
   private onLine(line: string): void {

@@ -152,3 +152,26 @@ test('a huge request is written completely with backpressure', async () => {
   peer.send({ jsonrpc: '2.0', id: req.id, result: { ok: 1 } });
   assert.deepEqual(await p, { ok: 1 });
 });
+
+test('a stalled pipe does not block timeouts, and a call aborted while queued is never sent', async () => {
+  const { PassThrough } = await import('node:stream');
+  const input = new PassThrough();
+  const output = new PassThrough({ highWaterMark: 1024 }); // nobody reads: the pipe is "full"
+  const conn = new RpcConnection({ input, output, onNotification: () => undefined });
+  const started = Date.now();
+  const big = conn.request('tasks.create', { type: 'demo.noop', details: { pad: 'p'.repeat(10_000) } }, { timeoutMs: 100 });
+  const ac = new AbortController();
+  const queued = conn.request('tasks.cancel', { id: 'never-sent' }, { signal: ac.signal });
+  ac.abort();
+  await assert.rejects(queued, (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.Cancelled);
+  await assert.rejects(big, (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.Timeout);
+  assert.ok(Date.now() - started < 1000, 'the timeout fired although the write never drained');
+  const written = output.read()?.toString('utf8') ?? '';
+  assert.match(written, /tasks\.create/);
+  assert.doesNotMatch(written, /never-sent/);
+  const more = conn.request('system.ping', undefined);
+  await new Promise((r) => setImmediate(r));
+  assert.match(output.read()?.toString('utf8') ?? '', /system\.ping/, 'the queue moves on after drain');
+  input.write('{"jsonrpc":"2.0","id":3,"result":"pong"}\n');
+  assert.equal(await more, 'pong');
+});
