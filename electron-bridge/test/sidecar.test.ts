@@ -8,6 +8,7 @@
  */
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 
 import { SidecarClient, type ClientEvents, type LogEntry, type SidecarClientOptions } from '../src/client';
@@ -15,6 +16,7 @@ import { SidecarError } from '../src/errors';
 import { checkAgainstOpenRpc } from '../src/openrpc';
 import { ClientErrorCode, ErrorCode, METHOD_SPECS, type MethodName, type Task, type TaskUpdatedParams } from '../src/protocol';
 import { TaskStore, type TaskStoreSource } from '../src/renderer';
+import { frozenSidecarName, resolveSidecarCommand } from '../src/resolve';
 import { REPO_ROOT, pidAlive, sidecarPython, sleep, tempDir, until } from './helpers';
 
 const clients: SidecarClient[] = [];
@@ -414,4 +416,23 @@ test("the bridge's types agree with the sidecar's rpc.discover document", async 
   ]);
   for (const d of found) if (known.has(d)) t.diagnostic(`known sidecar/doc disagreement: ${d} (${known.get(d)!})`);
   assert.deepEqual(found.filter((d) => !known.has(d)), []);
+});
+
+test('packaged layout: the frozen binary under <resources>/sidecar/ is found and speaks the protocol', async (t) => {
+  // build/freeze.py makes build/dist/task-sidecar/task-sidecar[.exe]; an app ships that folder as
+  // extraResources "sidecar". Skipped when no frozen build is present.
+  const bundle = path.join(REPO_ROOT, 'build', 'dist', 'task-sidecar');
+  if (!fs.existsSync(path.join(bundle, frozenSidecarName()))) {
+    t.skip('no frozen sidecar in build/dist/task-sidecar (run build/freeze.py)');
+    return;
+  }
+  const resources = tempDir('eb-resources-');
+  fs.symlinkSync(bundle, path.join(resources, 'sidecar'), 'dir');
+  const program = resolveSidecarCommand({ isPackaged: true, resourcesPath: resources });
+  assert.equal(program.command, path.join(resources, 'sidecar', frozenSidecarName()));
+  const { client } = await start({ command: program.command, args: program.args });
+  assert.equal(client.readyInfo!.protocolVersion, '1');
+  const task = await client.tasks.create({ type: 'demo.noop' });
+  assert.equal((await client.tasks.get({ id: task.id })).id, task.id);
+  await client.close();
 });
