@@ -302,6 +302,31 @@ def check_details(details: dict[str, Any], options: AppOptions) -> None:
 # ------------------------------------------------------------------ process tree
 
 
+_REAL_POPEN = subprocess.Popen  # captured at import: test fakes replace subprocess.Popen later
+
+
+def own_group(proc: Any) -> int | None:
+    """The process group this module created for ``proc`` (``start_new_session``), or None.
+
+    Checked right after the spawn, and strictly: ``os.killpg(1, sig)`` is ``kill(-1, sig)``, which
+    signals every process the caller may signal, so a group id is only used when it is a real child's
+    own new group (never 0 or 1, never ours). A fake process (pytest-subprocess numbers them 1, 2, …)
+    gets None and is stopped through its own ``terminate``/``kill``.
+    """
+    if os.name != "posix" or not isinstance(proc, _REAL_POPEN):
+        return None
+    pid = proc.pid
+    if not isinstance(pid, int) or pid <= 1:
+        return None
+    try:
+        pgid = os.getpgid(pid)
+    except OSError:
+        return None
+    if pgid != pid or pgid <= 1 or pgid == os.getpgrp():
+        return None
+    return pgid
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -312,24 +337,16 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def kill_tree(proc: subprocess.Popen, grace_s: float = KILL_GRACE_S) -> None:
+def kill_tree(proc: Any, pgid: int | None, grace_s: float | None = None) -> None:
     """Terminate ``proc`` and everything it started: politely, then by force after ``grace_s``.
 
-    POSIX: the program leads its own session (``start_new_session``), so its process group is the
-    tree; SIGTERM to the group, wait until the group is empty or the grace is over, SIGKILL it.
-    Windows: CTRL_BREAK to its process group, then ``taskkill /T /F`` (kills descendants that are
-    still linked to a living parent).
+    POSIX: the program leads its own session (``start_new_session``), so its process group ``pgid``
+    (from :func:`own_group`) is the tree; SIGTERM to the group, wait until the group is empty or the
+    grace is over, SIGKILL it. Windows: CTRL_BREAK to its process group, then ``taskkill /T /F``
+    (kills descendants still linked to a living parent). Without a group: the process alone.
     """
-    pid = proc.pid
-    if not pid or pid <= 0:  # a fake process (tests): no real group to signal
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        return
-    if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    grace_s = KILL_GRACE_S if grace_s is None else grace_s
+    if os.name == "nt" and isinstance(proc, _REAL_POPEN):  # pragma: no cover - exercised on Windows only
         if proc.poll() is None:
             try:
                 proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
@@ -339,23 +356,32 @@ def kill_tree(proc: subprocess.Popen, grace_s: float = KILL_GRACE_S) -> None:
                 proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 pass
-        subprocess.run(["taskkill", "/PID", str(pid), "/T", "/F"], stdin=subprocess.DEVNULL,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            subprocess.run(["taskkill", "/PID", str(proc.pid), "/T", "/F"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         proc.wait(5)
         return
+    if pgid is None or pgid <= 1:  # no group of our own: the process alone
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        return
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
         proc.poll()
         return  # nothing left in the group
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         proc.poll()  # reap the leader, so a zombie does not count as alive
-        if proc.returncode is not None and not _group_alive(pid):
+        if proc.returncode is not None and not _group_alive(pgid):
             return
         time.sleep(0.05)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pgid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     try:
@@ -450,6 +476,7 @@ def run_program(
         proc = subprocess.Popen([path, *(args or [])], **kwargs)
     except OSError as exc:
         raise TaskError(f"cannot start {program} ({path}): {exc}", retryable=False) from None
+    pgid = own_group(proc)
 
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", on_line), daemon=True, name=f"{program}-stdout"),
@@ -472,7 +499,7 @@ def run_program(
                 timed_out = True
                 break
     finally:
-        kill_tree(proc)  # stopped: the whole tree; exited: whatever it left behind in its group
+        kill_tree(proc, pgid)  # stopped: the whole tree; exited: whatever it left behind in its group
         for reader in readers:
             reader.join(2.0)
         for stream in (proc.stdout, proc.stderr):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import threading
 import time
@@ -149,3 +150,18 @@ class Recorder:
 @pytest.fixture
 def recorder() -> type[Recorder]:
     return Recorder
+
+
+@pytest.fixture(autouse=True)
+def guarded_killpg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safety net: os.killpg(1, …) is kill(-1, …) (every process we may signal) and killpg(0, …) is
+    our own group; a bug that got there would take down far more than the test."""
+    real = os.killpg
+
+    def killpg(pgid: int, sig: int) -> None:
+        if pgid <= 1 or pgid == os.getpgrp():
+            raise AssertionError(f"refusing os.killpg({pgid}, {sig}) in a test")
+        real(pgid, sig)
+
+    if hasattr(os, "killpg"):
+        monkeypatch.setattr(os, "killpg", killpg)
