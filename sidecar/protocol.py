@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,22 +256,25 @@ class Protocol:
 
 
 class Notifier:
-    """Sends notifications; numbers ``task.updated`` so that ``seq`` grows by exactly one each."""
+    """Sends notifications; numbers ``task.updated`` so that ``seq`` grows by exactly one each.
 
-    def __init__(self, send: Callable[[Any], None]) -> None:
+    The number is given when the frame is written (the writer calls back), so that updates merged
+    under backpressure (see :class:`sidecar.transport.FrameWriter`) leave no gap.
+    """
+
+    def __init__(self, send: Callable[..., None]) -> None:
         self._send = send
         self._seq = 0
-        self._lock = threading.Lock()
 
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
     def task_updated(self, task: dict[str, Any]) -> None:
-        with self._lock:
-            self._seq += 1
-            self._send(
-                {"jsonrpc": "2.0", "method": "task.updated", "params": {"seq": self._seq, "task": task}}
-            )
+        self._send(partial(self._numbered, task), ("task", task["id"]))
+
+    def _numbered(self, task: dict[str, Any]) -> dict[str, Any]:
+        self._seq += 1  # only the writer thread calls this
+        return {"jsonrpc": "2.0", "method": "task.updated", "params": {"seq": self._seq, "task": task}}
 
     def task_deleted(self, ids: list[str]) -> None:
         for start in range(0, len(ids), 5000):

@@ -11,9 +11,9 @@ Design rules (after the MCP SDK's stdio server):
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
-import queue
 import sys
 import threading
 from collections.abc import Callable
@@ -60,42 +60,64 @@ class LineReader:
 
 
 class FrameWriter:
-    """One writer thread; callers enqueue JSON-serialisable messages and never block on the pipe."""
+    """One writer thread; callers enqueue messages and never block on the pipe.
 
-    def __init__(self, fd: int) -> None:
+    A message is a JSON-serialisable value or a callable producing one at write time (so numbering
+    can follow the order of writing). When the reader falls behind by more than ``coalesce_after``
+    frames, a message sent with a ``key`` replaces the pending one with the same key instead of
+    queueing behind it: memory stays bounded by the number of distinct keys, not of messages.
+    """
+
+    def __init__(self, fd: int, coalesce_after: int = 1000) -> None:
         self._fd = fd
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._coalesce_after = coalesce_after
+        self._pending: collections.deque[list[Any]] = collections.deque()
+        self._by_key: dict[Any, list[Any]] = {}
+        self._cond = threading.Condition()
+        self._closing = False
         self._broken = False
+        self.coalesced = 0
         self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
         self._thread.start()
 
-    def send(self, message: Any) -> None:
-        self._queue.put(message)
+    def send(self, message: Any, key: Any = None) -> None:
+        with self._cond:
+            if key is not None and len(self._pending) > self._coalesce_after:
+                entry = self._by_key.get(key)
+                if entry is not None:
+                    entry[1] = message
+                    self.coalesced += 1
+                    return
+            entry = [key, message]
+            self._pending.append(entry)
+            if key is not None:
+                self._by_key[key] = entry
+            self._cond.notify()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
 
     def close(self, timeout: float = 5.0) -> None:
-        self._queue.put(_CLOSE)
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
         self._thread.join(timeout)
 
     def _run(self) -> None:
         while True:
-            message = self._queue.get()
-            frames: list[bytes] = []
-            closing = False
-            while True:
-                if message is _CLOSE:
-                    closing = True
-                else:
-                    frames.append(_frame(message))
-                if len(frames) >= 512:
-                    break
-                try:
-                    message = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if frames:
-                self._write(b"".join(frames))
-            if closing:
-                return
+            with self._cond:
+                while not self._pending and not self._closing:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch = []
+                while self._pending and len(batch) < 512:
+                    entry = self._pending.popleft()
+                    if entry[0] is not None and self._by_key.get(entry[0]) is entry:
+                        del self._by_key[entry[0]]
+                    batch.append(entry[1])
+            self._write(b"".join(_frame(m() if callable(m) else m) for m in batch))
 
     def _write(self, data: bytes) -> None:
         if self._broken:
@@ -108,9 +130,6 @@ class FrameWriter:
         except OSError as exc:  # the reader went away; keep working, stdin EOF will follow
             self._broken = True
             log.warning("stdout closed (%s); further messages are dropped", exc)
-
-
-_CLOSE = object()
 
 
 def _frame(message: Any) -> bytes:
@@ -133,8 +152,8 @@ class StdioTransport:
         self.reader = LineReader(os.fdopen(self._in_fd, "rb", buffering=1 << 16), max_message_bytes)
         self.writer = FrameWriter(self._out_fd)
 
-    def send(self, message: Any) -> None:
-        self.writer.send(message)
+    def send(self, message: Any, key: Any = None) -> None:
+        self.writer.send(message, key)
 
     def close(self) -> None:
         self.writer.close()

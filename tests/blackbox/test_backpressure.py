@@ -1,0 +1,65 @@
+"""A client that stops reading stdout must not stall the scheduler or grow memory without bound."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+
+from tests.sidecar_client import ROOT, sidecar_command
+
+
+def count_completed(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'COMPLETED'").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_reader_that_stops_reading_does_not_stall_work(tmp_path: Path) -> None:
+    db = tmp_path / "bp.db"
+    proc = subprocess.Popen(
+        [*sidecar_command(), "--db", str(db), "--log-level", "WARNING"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert b"sidecar.ready" in proc.stdout.readline()
+        total = 6000
+        for chunk in range(3):
+            proc.stdin.write(orjson.dumps({
+                "jsonrpc": "2.0", "id": chunk, "method": "tasks.createMany",
+                "params": {"tasks": [{"type": "demo.noop", "details": {"pad": "x" * 200}}] * (total // 3)},
+            }) + b"\n")
+        proc.stdin.flush()
+        # Nobody reads stdout now: the pipe fills after ~64 KiB, yet every task must still run.
+        deadline = time.monotonic() + 120
+        while count_completed(db) < total:
+            assert time.monotonic() < deadline, f"stalled at {count_completed(db)} of {total}"
+            time.sleep(0.2)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        rss_kib = int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+        assert rss_kib < 200_000
+        # Now read everything: seq has no gap, every task's last word is COMPLETED.
+        proc.stdin.close()
+        out = proc.stdout.read()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+    messages = [orjson.loads(line) for line in out.splitlines()]
+    updates = [m["params"] for m in messages if isinstance(m, dict) and m.get("method") == "task.updated"]
+    assert [u["seq"] for u in updates] == list(range(1, len(updates) + 1))
+    last: dict[str, str] = {}
+    for u in updates:
+        last[u["task"]["id"]] = u["task"]["status"]
+    assert len(last) == total and set(last.values()) == {"COMPLETED"}
+    assert len(updates) < 3 * total  # merged while the reader was away
+    assert sum(1 for m in messages if isinstance(m, dict) and "result" in m) == 3
