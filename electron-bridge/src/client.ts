@@ -153,6 +153,7 @@ class Session {
   exitInfo: ExitInfo | null = null;
   expectedExit = false;
   private stdoutEnded = false;
+  private stderrEnded = false;
   private finalizing = false;
 
   constructor(
@@ -181,10 +182,13 @@ class Session {
     const stderr = new LineDecoder((line) => {
       this.stderrTail.push(line);
       if (this.stderrTail.length > STDERR_TAIL_LINES) this.stderrTail.shift();
-      this.logger?.({ level: 'info', source: 'stderr', message: line, pid });
+      this.logger?.({ level: stderrLevel(line), source: 'stderr', message: line, pid });
     });
     child.stderr.on('data', (chunk: Buffer) => stderr.push(chunk));
-    child.stderr.on('end', () => stderr.end());
+    child.stderr.on('end', () => {
+      stderr.end();
+      this.stderrEnded = true;
+    });
     child.stdout.on('end', () => {
       this.stdoutEnded = true;
     });
@@ -203,18 +207,23 @@ class Session {
       }
     });
     child.on('exit', (code, signal) => {
-      // Let the rest of stdout (answers written just before exiting) be read first, but do not wait
-      // for a grandchild that may hold the pipe open.
+      // Let the rest of stdout (answers written just before exiting) and stderr (its last words,
+      // for the error message) be read first, but do not wait long for a grandchild that may hold
+      // a pipe open.
       const info: ExitInfo = { pid, code, signal, expected: this.expectedExit };
-      if (this.stdoutEnded) {
+      const done = (): boolean => this.stdoutEnded && this.stderrEnded;
+      if (done()) {
         this.finalize(info);
         return;
       }
       const timer = setTimeout(() => this.finalize(info), 500);
-      child.stdout.once('end', () => {
+      const check = (): void => {
+        if (!done()) return;
         clearTimeout(timer);
         setImmediate(() => this.finalize(info));
-      });
+      };
+      child.stdout.once('end', check);
+      child.stderr.once('end', check);
     });
   }
 
@@ -375,6 +384,7 @@ export class SidecarClient {
 
   /** Call any protocol method (typed). Prefer the namespaced methods below. */
   async call<M extends MethodName>(method: M, params: ParamsOf<M>, options: CallOptions = {}): Promise<ResultOf<M>> {
+    if (method === 'system.shutdown') return (await this.system.shutdown()) as ResultOf<M>;
     const timeoutMs = options.timeoutMs ?? this.callTimeoutMs;
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
     const session = await this.sessionForCall(method, deadline, options.signal);
@@ -703,6 +713,25 @@ export class SidecarClient {
 
   private log(level: 'debug' | 'info' | 'warn' | 'error', message: string): void {
     this.opts.logger?.({ level, source: 'bridge', message, pid: this.session?.pid });
+  }
+}
+
+/** Level of a stderr line from Python's logging format ("... WARNING sidecar: ..."); info by default. */
+export function stderrLevel(line: string): 'debug' | 'info' | 'warn' | 'error' {
+  const m = /\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|Traceback)\b/.exec(line.slice(0, 120));
+  switch (m?.[1]) {
+    case 'DEBUG':
+      return 'debug';
+    case 'WARNING':
+    case 'WARN':
+      return 'warn';
+    case 'ERROR':
+    case 'CRITICAL':
+    case 'FATAL':
+    case 'Traceback':
+      return 'error';
+    default:
+      return 'info';
   }
 }
 

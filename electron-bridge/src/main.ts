@@ -3,7 +3,7 @@
  *
  *   import { SidecarClient, registerTaskIpc } from '@task-sidecar/electron-bridge/main';
  */
-export { SidecarClient } from './client';
+export { SidecarClient, stderrLevel } from './client';
 export type {
   CallOptions,
   ClientEventName,

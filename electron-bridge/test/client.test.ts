@@ -8,7 +8,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
-import { SidecarClient, type ClientEvents, type LogEntry, type SidecarClientOptions } from '../src/client';
+import { SidecarClient, stderrLevel, type ClientEvents, type LogEntry, type SidecarClientOptions } from '../src/client';
 import { SidecarError } from '../src/errors';
 import { ClientErrorCode } from '../src/protocol';
 import { frozenSidecarName, resolveSidecarCommand } from '../src/resolve';
@@ -190,4 +190,23 @@ test('an app that exits without close() still leaves no sidecar behind (exit hoo
   const pid = Number(out.trim());
   assert.ok(pid > 0, out);
   await until(() => !pidAlive(pid), 5000, `sidecar ${pid} to be gone`);
+});
+
+test('system.shutdown, even through call(), closes the client instead of triggering a restart', async () => {
+  const { client } = await startFake({}, { restart: { initialDelayMs: 10 } });
+  const seen = record(client, 'exit', 'restarting', 'closed');
+  const pid = client.pid;
+  assert.equal(await client.call('system.shutdown', undefined), null);
+  assert.equal(client.state, 'closed');
+  assert.equal(pidAlive(pid), false);
+  assert.deepEqual(seen.map(([e]) => e), ['exit', 'closed']);
+});
+
+test('stderr lines get a log level from Python logging prefixes', () => {
+  assert.equal(stderrLevel('2026-11-25 18:30:56,598 INFO sidecar.persistence: migrating'), 'info');
+  assert.equal(stderrLevel('2026-11-25 18:30:56,598 WARNING sidecar: slow handler'), 'warn');
+  assert.equal(stderrLevel('2026-11-25 18:36:40,406 ERROR sidecar: another task-sidecar already uses x'), 'error');
+  assert.equal(stderrLevel('Traceback (most recent call last):'), 'error');
+  assert.equal(stderrLevel('DEBUG claim took 2 ms'), 'debug');
+  assert.equal(stderrLevel('some print() from a handler'), 'info');
 });
