@@ -94,11 +94,43 @@ def _v4_task_graphs(db: pw.SqliteDatabase) -> None:
     db.execute_sql('DROP INDEX IF EXISTS "tasks_parent_id"')
 
 
+def _v5_counters(db: pw.SqliteDatabase) -> None:
+    """Counts by type and status kept by triggers, so tasks.stats is O(types), not O(tasks)."""
+    db.execute_sql(
+        'CREATE TABLE "task_counts" ("type" TEXT NOT NULL, "status" TEXT NOT NULL, '
+        '"n" INTEGER NOT NULL, PRIMARY KEY ("type", "status")) WITHOUT ROWID'
+    )
+    db.execute_sql(
+        'INSERT INTO "task_counts" ("type", "status", "n") '
+        'SELECT "type", "status", COUNT(*) FROM "tasks" GROUP BY "type", "status"'
+    )
+    db.execute_sql(
+        'CREATE TRIGGER "tasks_count_insert" AFTER INSERT ON "tasks" BEGIN '
+        'INSERT INTO "task_counts" ("type", "status", "n") VALUES (new."type", new."status", 1) '
+        'ON CONFLICT ("type", "status") DO UPDATE SET "n" = "n" + 1; END'
+    )
+    db.execute_sql(
+        'CREATE TRIGGER "tasks_count_delete" AFTER DELETE ON "tasks" BEGIN '
+        'UPDATE "task_counts" SET "n" = "n" - 1 WHERE "type" = old."type" AND "status" = old."status"; END'
+    )
+    db.execute_sql(
+        'CREATE TRIGGER "tasks_count_update" AFTER UPDATE OF "status" ON "tasks" '
+        'WHEN old."status" != new."status" BEGIN '
+        'UPDATE "task_counts" SET "n" = "n" - 1 WHERE "type" = old."type" AND "status" = old."status"; '
+        'INSERT INTO "task_counts" ("type", "status", "n") VALUES (new."type", new."status", 1) '
+        'ON CONFLICT ("type", "status") DO UPDATE SET "n" = "n" + 1; END'
+    )
+    # the Activity Center lists by status, newest first; prune scans finished tasks by status
+    db.execute_sql('CREATE INDEX "tasks_status_created" ON "tasks" ("status", "created_at")')
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_status_completed"')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
     _v3_settings,
     _v4_task_graphs,
+    _v5_counters,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

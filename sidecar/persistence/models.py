@@ -59,6 +59,19 @@ class TaskDep(BaseModel):
         without_rowid = True
 
 
+class TaskCount(BaseModel):
+    """Maintained by triggers on ``tasks`` (migration 5); read by tasks.stats."""
+
+    type = pw.TextField()
+    status = pw.TextField()
+    n = pw.IntegerField()
+
+    class Meta:
+        table_name = "task_counts"
+        primary_key = pw.CompositeKey("type", "status")
+        without_rowid = True
+
+
 class Setting(BaseModel):
     """Key/value settings that must survive restarts (queue pauses, concurrency overrides)."""
 

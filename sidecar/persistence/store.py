@@ -337,12 +337,13 @@ def list_tasks(
     limit: int,
     after: tuple[int, int] | None,
 ) -> tuple[list[Row], tuple[int, int] | None]:
-    """Newest first; keyset pagination on ``(created_at, rowid)``."""
+    """Newest first; keyset pagination on ``(created_at, rowid)``.
+
+    With several statuses, each status is read newest-first through the (status, created_at)
+    index and the small results merged, instead of sorting every matching row.
+    """
     where: list[str] = []
     params: list[Any] = []
-    if statuses:
-        where.append(f'"status" IN ({", ".join("?" * len(statuses))})')
-        params.extend(statuses)
     if types:
         where.append(f'"type" IN ({", ".join("?" * len(types))})')
         params.extend(types)
@@ -352,12 +353,20 @@ def list_tasks(
     if after is not None:
         where.append('("created_at" < ? OR ("created_at" = ? AND "rowid" < ?))')
         params.extend((after[0], after[0], after[1]))
-    sql = f'SELECT {_COLS}, "rowid" FROM "tasks"'
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += ' ORDER BY "created_at" DESC, "rowid" DESC LIMIT ?'
-    params.append(limit + 1)
-    rows = conn.execute(sql, params).fetchall()
+    order = ' ORDER BY "created_at" DESC, "rowid" DESC LIMIT ?'
+    select = f'SELECT {_COLS}, "rowid" AS "rid" FROM "tasks"'
+    if statuses:
+        parts = []
+        all_params: list[Any] = []
+        for status in dict.fromkeys(statuses):
+            clause = " AND ".join(['"status" = ?', *where])
+            parts.append(f"SELECT * FROM ({select} WHERE {clause}{order})")
+            all_params.extend([status, *params, limit + 1])
+        sql = " UNION ALL ".join(parts) + ' ORDER BY "created_at" DESC, "rid" DESC LIMIT ?'
+        rows = conn.execute(sql, [*all_params, limit + 1]).fetchall()
+    else:
+        sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
+        rows = conn.execute(sql, [*params, limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     last = (rows[-1][COLUMNS.index("created_at")], rows[-1][-1]) if more and rows else None
@@ -369,7 +378,7 @@ def stats(conn: sqlite3.Connection) -> dict[str, Any]:
     by_type: dict[str, dict[str, int]] = {}
     total = 0
     for type_, status, count in conn.execute(
-        'SELECT "type", "status", COUNT(*) FROM "tasks" GROUP BY "type", "status"'
+        'SELECT "type", "status", "n" FROM "task_counts" WHERE "n" > 0'
     ):
         by_status[status] = by_status.get(status, 0) + count
         by_type.setdefault(type_, {})[status] = count

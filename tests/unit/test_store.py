@@ -104,3 +104,41 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
         )
     )
     assert "tasks_claim" in plan
+
+
+def test_counters_follow_inserts_transitions_and_deletes(db_file: Path) -> None:
+    conn = connect(db_file)
+    ids = insert(conn, 5)
+    store.transition(conn, ids[0], Status.CANCELLED, 2000, completed_at=2000)
+    store.transition(conn, ids[1], Status.RUNNING, 2000)
+    store.delete(conn, ids[2])
+    expected = {}
+    for type_, status, n in conn.execute("SELECT type, status, COUNT(*) FROM tasks GROUP BY 1, 2"):
+        expected.setdefault(type_, {})[status] = n
+    stats = store.stats(conn)
+    assert stats["byType"] == expected and stats["total"] == 4
+    assert stats["byStatus"]["QUEUED"] == 2 and stats["byStatus"]["CANCELLED"] == 1
+
+
+def test_list_by_several_statuses_merges_newest_first_and_pages(db_file: Path) -> None:
+    conn = connect(db_file)
+    ids = insert(conn, 30)
+    for n, task_id in enumerate(ids):
+        if n % 3 == 0:
+            store.transition(conn, task_id, Status.CANCELLED, 2000, completed_at=2000)
+        elif n % 3 == 1:
+            store.transition(conn, task_id, Status.RUNNING, 2000)
+    expected = [i for n, i in enumerate(ids) if n % 3 != 2][::-1]
+    seen: list[str] = []
+    after = None
+    while True:
+        rows, after = store.list_tasks(conn, statuses=["CANCELLED", "RUNNING"], types=None, parent_id=None,
+                                       limit=7, after=after)
+        seen += [r[0] for r in rows]
+        if after is None:
+            break
+    assert seen == expected
+    plan = " ".join(str(r) for r in conn.execute(
+        'EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE status = ? ORDER BY created_at DESC, rowid DESC LIMIT 5',
+        ("QUEUED",)))
+    assert "tasks_status_created" in plan and "TEMP B-TREE" not in plan
