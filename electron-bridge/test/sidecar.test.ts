@@ -16,6 +16,10 @@ import { SidecarError } from '../src/errors';
 import { checkAgainstOpenRpc } from '../src/openrpc';
 import { ClientErrorCode, ErrorCode, METHOD_SPECS, type MethodName, type Task, type TaskUpdatedParams } from '../src/protocol';
 import { TaskStore, type TaskStoreSource } from '../src/renderer';
+import { exposeTaskApi } from '../src/preload';
+import { registerTaskIpc } from '../src/relay';
+import type { TaskApi } from '../src/ipc-contract';
+import { FakeContextBridge, FakeIpcMain, FakeIpcRenderer, FakeWindow } from './electron-standins';
 import { frozenSidecarName, resolveSidecarCommand } from '../src/resolve';
 import { REPO_ROOT, pidAlive, sidecarPython, sleep, tempDir, until } from './helpers';
 
@@ -435,4 +439,51 @@ test('packaged layout: the frozen binary under <resources>/sidecar/ is found and
   const task = await client.tasks.create({ type: 'demo.noop' });
   assert.equal((await client.tasks.get({ id: task.id })).id, task.id);
   await client.close();
+});
+
+test('real sidecar output split into 1-7 byte pieces (multi-byte characters cut anywhere) decodes intact', async () => {
+  const { client } = await start({
+    command: process.execPath,
+    args: [path.join(__dirname, 'fixtures', 'chunking-proxy.js'), sidecarPython(), '-m', 'sidecar'],
+  });
+  const w = watch(client);
+  const details = { seconds: 0.2, steps: 4 };
+  const task = await client.tasks.create({ type: 'demo.sleep', details, idempotencyKey: 'ünïcødé ✓ 😀 下载 — ok' });
+  assert.equal(task.idempotencyKey, 'ünïcødé ✓ 😀 下载 — ok');
+  const done = await w.until(task.id, 'COMPLETED');
+  assert.equal(done.idempotencyKey, 'ünïcødé ✓ 😀 下载 — ok');
+  const seqs = w.updates.map((u) => u.seq);
+  assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => seqs[0]! + i));
+  assert.equal(await client.system.ping(), 'pong');
+});
+
+test('end to end: page -> preload -> relay -> real sidecar, and back to a TaskStore in the page', async () => {
+  const { client } = await start();
+  const ipcMain = new FakeIpcMain();
+  const win = new FakeWindow();
+  const reg = registerTaskIpc({ ipcMain, client, getWindows: () => [win] });
+  const contextBridge = new FakeContextBridge();
+  exposeTaskApi({ contextBridge, ipcRenderer: new FakeIpcRenderer(ipcMain, win.webContents) });
+  const tasks = contextBridge.window['tasks'] as TaskApi;
+  const store = new TaskStore(tasks);
+  await store.start();
+  const { tasks: created } = await tasks.createMany({
+    tasks: [
+      { ref: 'batch', type: 'demo.noop', details: {} },
+      ...Array.from({ length: 4 }, () => ({ type: 'demo.sleep', parentId: 'batch', details: { seconds: 0.2, steps: 2 } })),
+    ],
+  });
+  const parentId = created[0]!.id;
+  await until(() => store.get(parentId)?.status === 'COMPLETED', 15_000, 'the batch to complete in the store');
+  assert.equal(store.children(parentId).length, 4);
+  assert.ok(store.children(parentId).every((c) => c.status === 'COMPLETED' && c.progress === 100));
+  // The store equals the database.
+  const fromDb = await tasks.list({ limit: 1000 });
+  for (const t of fromDb.tasks) assert.equal(store.get(t.id)?.version, t.version, t.id);
+  assert.equal(store.size, fromDb.tasks.length);
+  // Errors arrive as SidecarError with code and data, through every layer.
+  await assert.rejects(tasks.get({ id: 'no-such-task' }), (err: unknown) => err instanceof SidecarError && err.code === ErrorCode.TaskNotFound && (err.data as { id: string }).id === 'no-such-task');
+  await assert.rejects(tasks.create({ type: 'demo.sleep', details: { seconds: -1 } }), (err: unknown) => err instanceof SidecarError && (err.data as { field: string }).field === 'details.seconds');
+  store.stop();
+  reg.dispose();
 });
