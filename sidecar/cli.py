@@ -49,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
                    help="restrict downloads to these hosts (repeatable; none: any http(s) host)")
     p.add_argument("--max-db-pages", type=positive_int, default=None, metavar="N",
                    help="cap the database at N pages (4 KiB each); writes past it fail with -32006")
+    p.add_argument("--move-aside-corrupt-db", action="store_true",
+                   help="if the database cannot be opened, rename it to DB.corrupt-<time> and start empty "
+                        "(never done silently: without this flag the sidecar exits with code 4)")
     p.add_argument("--log-level", default="INFO",
                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     p.add_argument("--version", action="version", version=f"task-sidecar {__version__}")
@@ -81,5 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         allow_programs=programs,
         allow_hosts=args.allow_host,
         max_db_pages=args.max_db_pages,
+        move_aside_corrupt=args.move_aside_corrupt_db,
     )
     return Sidecar(config).run()

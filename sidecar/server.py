@@ -47,6 +47,7 @@ class Config:
     allow_programs: dict[str, str] = field(default_factory=dict)
     allow_hosts: list[str] = field(default_factory=list)
     max_db_pages: int | None = None
+    move_aside_corrupt: bool = False
 
 
 class _Stop(Exception):
@@ -100,13 +101,21 @@ class Sidecar:
         try:
             try:
                 recovered = self._open_database()
-            except (sqlite3.DatabaseError, peewee.DatabaseError, migrations.SchemaTooNew) as exc:
-                log.error(
-                    "cannot open database %s: %s. If the file is corrupt, move it aside "
-                    "(with its -wal and -shm files) and start again to begin with an empty one.",
-                    self.db_path, exc,
-                )
+            except migrations.SchemaTooNew as exc:
+                log.error("cannot open database %s: %s", self.db_path, exc)
                 return EXIT_DATABASE
+            except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+                if not self.config.move_aside_corrupt:
+                    log.error(
+                        "cannot open database %s: %s. If the file is corrupt, start once with "
+                        "--move-aside-corrupt-db to rename it (and its -wal/-shm files) to "
+                        "%s.corrupt-<time> and begin with an empty database.",
+                        self.db_path, exc, self.db_path,
+                    )
+                    return EXIT_DATABASE
+                moved = self._move_aside(exc)
+                recovered = self._open_database()
+                recovered["movedAside"] = moved
             notifier = Notifier(transport.send)
             self.engine = Engine(
                 self.read_conn,
@@ -138,7 +147,18 @@ class Sidecar:
         finally:
             lock.release()
 
-    def _open_database(self) -> dict[str, int]:
+    def _move_aside(self, exc: Exception) -> str:
+        models.database.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = f"{self.db_path}.corrupt-{stamp}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.db_path + suffix):
+                os.replace(self.db_path + suffix, target + suffix)
+        log.error("database %s could not be opened (%s); moved it to %s and starting empty",
+                  self.db_path, exc, target)
+        return target
+
+    def _open_database(self) -> dict[str, Any]:
         db = models.open_database(
             self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
         )

@@ -189,8 +189,18 @@ def test_a_corrupt_database_is_a_clear_start_up_error(tmp_path: Path) -> None:
         capture_output=True, timeout=30,
     )
     assert result.returncode == 4 and result.stdout == b""
-    assert b"move it aside" in result.stderr
+    assert b"--move-aside-corrupt-db" in result.stderr
     assert db.read_bytes() == b"this is not a database" * 100  # never silently replaced
+
+
+def test_a_corrupt_database_can_be_moved_aside_explicitly(tmp_path: Path, start_sidecar) -> None:
+    db = tmp_path / "corrupt.db"
+    db.write_bytes(b"this is not a database" * 100)
+    sidecar = start_sidecar("--move-aside-corrupt-db", db=db)
+    moved = Path(sidecar.ready["recovered"]["movedAside"])
+    assert moved.name.startswith("corrupt.db.corrupt-") and moved.read_bytes() == b"this is not a database" * 100
+    task = sidecar.call("tasks.create", {"type": "demo.noop"})
+    assert sidecar.wait_status(task["id"], "COMPLETED")["id"] == task["id"]
 
 
 def test_rpc_discover_describes_every_method(sidecar: SidecarProcess) -> None:
