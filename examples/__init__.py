@@ -1,0 +1,1 @@
+"""Example handler modules (load one with ``--handlers examples.<module>``)."""
