@@ -1,8 +1,9 @@
 """An app-shaped example: import a playlist, download every entry as a child task.
 
-Run it (from the repository root, so ``examples`` is importable)::
+Run it from the repository root (``--handlers`` imports by module name; the installed script does
+not search the current directory, hence ``PYTHONPATH=.``; ``python -m sidecar`` does)::
 
-    task-sidecar --db x.db --handlers examples.playlistify_handlers \\
+    PYTHONPATH=. task-sidecar --db x.db --handlers examples.playlistify_handlers \\
         --allow-dir ~/Videos --allow-program yt-dlp=/usr/bin/yt-dlp
 
 then, over the protocol::
