@@ -210,3 +210,10 @@ test('stderr lines get a log level from Python logging prefixes', () => {
   assert.equal(stderrLevel('DEBUG claim took 2 ms'), 'debug');
   assert.equal(stderrLevel('some print() from a handler'), 'info');
 });
+
+test('the sidecar gets PYTHONUTF8=1, the caller\'s env, and --db / --handlers after its args', async () => {
+  const { client } = await startFake({ FAKE_EXTRA: 'yes' }, { handlers: ['app.handlers'] });
+  const info = client.readyInfo as unknown as { argv: string[]; env: Record<string, string | null> };
+  assert.deepEqual(info.env, { PYTHONUTF8: '1', FAKE_EXTRA: 'yes' });
+  assert.deepEqual(info.argv, ['--db', '/nonexistent/fake.db', '--handlers', 'app.handlers']);
+});
