@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -161,9 +162,22 @@ def test_last_attempt_failure_removes_partial(http_server, recorder, opts, tmp_p
 def test_stop_mid_download(http_server, recorder, opts, tmp_path, reason, kept):
     url = http_server.add("/slow.bin", BODY, chunk=64 * 1024, delay=0.05)
     rec = recorder(options=opts)
-    threading.Timer(0.4, rec.ctx.request_stop, args=(reason,)).start()
-    with pytest.raises(TaskCancelled):
-        download(rec.ctx, url, str(tmp_path / "dl" / "slow.bin"))
+    box: dict = {}
+
+    def run():
+        try:
+            download(rec.ctx, url, str(tmp_path / "dl" / "slow.bin"))
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not any(p > 0 for p, _ in rec.progress) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    rec.ctx.request_stop(reason)
+    thread.join(20)
+    assert isinstance(box.get("error"), TaskCancelled)
     parts = part_files(tmp_path / "dl")
     assert bool(parts) is kept
     if kept:
