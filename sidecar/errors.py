@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from jsonrpcserver.exceptions import JsonRpcError
-
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -19,11 +17,14 @@ SHUTTING_DOWN = -32005
 STORAGE_ERROR = -32006
 
 
-class SidecarError(JsonRpcError):
+class SidecarError(Exception):
+    """Base of every error answered with an application or params code."""
+
     code: int = INTERNAL_ERROR
 
     def __init__(self, message: str, data: Any = None) -> None:
-        super().__init__(self.code, message, data)
+        super().__init__(message)
+        self.message, self.data = message, data
 
     def to_error(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -14,13 +14,10 @@ from collections.abc import Callable
 from functools import partial
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
 import orjson
-from jsonrpcserver import Success, dispatch_to_serializable
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 
 from sidecar.errors import (
     INTERNAL_ERROR,
@@ -30,7 +27,16 @@ from sidecar.errors import (
     SidecarError,
 )
 
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
+
 log = logging.getLogger(__name__)
+
+
+def warm_up() -> None:
+    """Import what the first request needs, off the start-up path (sidecar.ready is sent first)."""
+    import jsonrpcserver  # noqa: F401  (~100 ms with jsonschema and asyncio)
 
 MAX_BATCH = 10_000
 Respond = Callable[[Any], None]
@@ -45,6 +51,8 @@ class Schema:
 
     def __init__(self, schema: dict[str, Any], *, trusted: bool = True) -> None:
         if not trusted:  # an app's handler schema: refuse a broken one at registration
+            from jsonschema import Draft202012Validator
+
             Draft202012Validator.check_schema(schema)
         self.schema = schema
         self._compiled = False
@@ -60,8 +68,10 @@ class Schema:
         self._compiled = True
 
     @property
-    def _explain(self) -> Draft202012Validator:
+    def _explain(self) -> "Draft202012Validator":
         if self._explainer is None:
+            from jsonschema import Draft202012Validator
+
             self._explainer = Draft202012Validator(self.schema)
         return self._explainer
 
@@ -96,7 +106,7 @@ class MethodSpec:
         self.validator = Schema(self.params)
 
 
-def field_path(error: ValidationError, prefix: str = "") -> str:
+def field_path(error: "ValidationError", prefix: str = "") -> str:
     """``details.seconds``, ``tasks[3].type``: where in the params an error is."""
     path = prefix
     for part in error.absolute_path:
@@ -116,7 +126,7 @@ def field_path(error: ValidationError, prefix: str = "") -> str:
     return path
 
 
-def validation_reason(error: ValidationError) -> str:
+def validation_reason(error: "ValidationError") -> str:
     if error.validator == "required":
         return "is required"
     if error.validator == "additionalProperties":
@@ -124,14 +134,16 @@ def validation_reason(error: ValidationError) -> str:
     return error.message
 
 
-def check(validator: Draft202012Validator, value: Any, prefix: str = "") -> None:
+def check(validator: "Draft202012Validator", value: Any, prefix: str = "") -> None:
     """Raise :class:`InvalidParams` naming the field when ``value`` does not fit the schema."""
+    from jsonschema.exceptions import best_match
+
     error = best_match(validator.iter_errors(value), key=_relevance)
     if error is not None:
         raise InvalidParams(field_path(error, prefix), validation_reason(error))
 
 
-def _relevance(error: ValidationError) -> tuple[int, int]:
+def _relevance(error: "ValidationError") -> tuple[int, int]:
     # prefer the deepest error: it names the most precise field
     return (-len(error.absolute_path), 0)
 
@@ -170,15 +182,26 @@ def _identity(value: Any) -> Any:
 class Protocol:
     def __init__(self, methods: list[MethodSpec]) -> None:
         self.methods = {m.name: m for m in methods}
-        self._table = {m.name: self._wrap(m) for m in methods}
+        self._table: dict[str, Callable[..., Any]] | None = None  # built at the first request
+
+    def _dispatch_table(self) -> dict[str, Callable[..., Any]]:
+        if self._table is None:
+            self._table = {name: self._wrap(m) for name, m in self.methods.items()}
+        return self._table
 
     @staticmethod
     def _wrap(spec: MethodSpec) -> Callable[..., Any]:
+        from jsonrpcserver import Success
+        from jsonrpcserver.exceptions import JsonRpcError
+
         def method(*args: Any, **params: Any) -> Any:
-            if args:
-                raise InvalidParams("params", "must be an object of named params")
-            spec.validator.check(params)
-            return Success(spec.call(params))
+            try:
+                if args:
+                    raise InvalidParams("params", "must be an object of named params")
+                spec.validator.check(params)
+                return Success(spec.call(params))
+            except SidecarError as exc:
+                raise JsonRpcError(exc.code, exc.message, exc.data) from None
 
         method.__name__ = spec.name
         return method
@@ -227,8 +250,10 @@ class Protocol:
             future.add_done_callback(one_done)
 
     def _dispatch(self, request: Any) -> dict[str, Any] | Future[dict[str, Any]] | None:
+        from jsonrpcserver import dispatch_to_serializable
+
         response = dispatch_to_serializable(
-            request, self._table, deserializer=_identity, validator=_validate_request
+            request, self._dispatch_table(), deserializer=_identity, validator=_validate_request
         )
         if response is None:
             return None

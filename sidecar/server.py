@@ -25,7 +25,7 @@ from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.
 from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
-from sidecar.protocol import Notifier, Protocol, error_response
+from sidecar.protocol import Notifier, Protocol, error_response, warm_up
 from sidecar.transport import StdioTransport, TooLong
 
 log = logging.getLogger("sidecar")
@@ -138,6 +138,7 @@ class Sidecar:
                     "recovered": recovered,
                 },
             )
+            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
             self._install_signals()
             self._serve(transport, protocol)
             log.info("stopping (%s)", self._stop_reason or "stdin closed")

@@ -8,7 +8,7 @@ from sidecar.handlers.context import TaskContext, TaskError
 from sidecar.handlers.registry import handler
 
 
-@handler("demo.noop", details_schema={"type": "object"})
+@handler("demo.noop", details_schema={"type": "object"}, trusted=True)
 def noop(ctx: TaskContext) -> dict[str, Any]:
     return {}
 
@@ -23,6 +23,7 @@ def noop(ctx: TaskContext) -> dict[str, Any]:
         },
         "additionalProperties": False,
     },
+    trusted=True,
 )
 def sleep(ctx: TaskContext) -> dict[str, Any]:
     """Sleeps ``seconds`` in ``steps``, reporting progress and checkpointing each step reached."""
@@ -46,6 +47,7 @@ def sleep(ctx: TaskContext) -> dict[str, Any]:
         },
         "additionalProperties": False,
     },
+    trusted=True,
 )
 def fail(ctx: TaskContext) -> None:
     raise TaskError(

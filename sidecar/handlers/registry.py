@@ -59,11 +59,12 @@ class Registry:
         self._specs: dict[str, HandlerSpec] = {}
         self.options = AppOptions()
 
-    def register(self, spec: HandlerSpec) -> HandlerSpec:
+    def register(self, spec: HandlerSpec, *, trusted: bool = False) -> HandlerSpec:
+        """``trusted``: the schema ships with the sidecar (tested), so skip checking it at start-up."""
         if spec.details_schema is not None and spec.validator is None:
             from sidecar.protocol import Schema
 
-            spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=False)})
+            spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=trusted)})
         self._specs[spec.type] = spec
         return spec
 
@@ -90,6 +91,7 @@ class Registry:
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
         check_details: DetailsCheck | None = None,
+        trusted: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
             self.register(
@@ -103,7 +105,8 @@ class Registry:
                     retry_base_s=retry_base_s,
                     retry_max_s=retry_max_s,
                     check_details=check_details,
-                )
+                ),
+                trusted=trusted,
             )
             return fn
 
