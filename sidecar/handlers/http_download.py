@@ -305,7 +305,7 @@ def download(
     """Download ``url`` to ``dest`` (an absolute path inside an allowed directory), resumably.
 
     Checkpoints ``{"download": {...}}`` (other keys of ``ctx.state`` are kept), so a re-run resumes
-    with a Range request. Returns ``{"path", "bytes", "sha256", "resumed"}``.
+    with a Range request. Returns ``{"path", "bytes", "sha256", "url" (after redirects), "resumedFrom"}``.
     """
     options = options or ctx.options or AppOptions()
     try:
@@ -392,7 +392,10 @@ def download(
         raise
     except BaseException:
         if ctx.cancelled:
-            remove_part = ctx.stop_reason == "cancel"  # cancel removes the partial; pause etc. keep it
+            # cancel removes the partial; pause, shutdown and a timeout that will be retried keep it
+            remove_part = ctx.stop_reason == "cancel" or (
+                ctx.stop_reason == "timeout" and ctx.attempt >= ctx.max_attempts
+            )
             ctx.raise_if_cancelled()
         remove_part = ctx.attempt >= ctx.max_attempts  # the last attempt failed: the task fails for good
         raise

@@ -4,7 +4,6 @@ and real runs of a small Python program for cancel, timeout and process-tree cle
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
@@ -333,4 +332,3 @@ def test_engine_stop_reason_timeout_kills_tree(recorder, python_opts, tmp_path):
     thread.join(20)
     assert isinstance(box.get("error"), TaskCancelled)
     wait_for(lambda: not any(alive(p) for p in pids))
-    assert signal.SIGTERM  # (the tree got SIGTERM first; the script exits on it)
