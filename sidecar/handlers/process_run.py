@@ -358,7 +358,10 @@ def kill_tree(proc: Any, pgid: int | None, grace_s: float | None = None) -> None
                 pass
             subprocess.run(["taskkill", "/PID", str(proc.pid), "/T", "/F"], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        proc.wait(5)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         return
     if pgid is None or pgid <= 1:  # no group of our own: the process alone
         if proc.poll() is None:
