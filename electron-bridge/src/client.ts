@@ -524,33 +524,31 @@ export class SidecarClient {
   private async awaitReady(session: Session): Promise<ReadyInfo> {
     const timeoutMs = this.opts.startTimeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        reject(
-          new SidecarError(
-            ClientErrorCode.StartFailed,
-            `the sidecar did not report sidecar.ready within ${timeoutMs} ms` + tailText(session.stderrText()),
-            { pid: session.pid ?? null, stderrTail: session.stderrTail.slice(-10) },
-          ),
-        );
-      }, timeoutMs);
+    const timedOut = Symbol('timeout');
+    const timeout = new Promise<typeof timedOut>((resolve) => {
+      timer = setTimeout(() => resolve(timedOut), timeoutMs);
     });
+    let outcome: ReadyInfo | typeof timedOut;
     try {
-      return await Promise.race([session.ready.promise, timeout]);
+      outcome = await Promise.race([session.ready.promise, timeout]);
     } catch (err) {
-      if (session.alive) {
-        session.expectedExit = true;
-        session.child.kill('SIGKILL');
-        await session.exited.promise;
-      }
-      if (err instanceof SidecarError && err.code !== ClientErrorCode.StartFailed) {
-        // exited before ready: give the stderr tail (e.g. "database is locked by another sidecar")
-        throw new SidecarError(ClientErrorCode.StartFailed, `${err.message} before it was ready` + tailText(session.stderrText()), err.data);
-      }
-      throw err;
+      // Exited (or could not be spawned) before ready: give the stderr tail, e.g. "another
+      // task-sidecar already uses ...".
+      const e = err instanceof SidecarError ? err : new SidecarError(ClientErrorCode.StartFailed, String(err));
+      throw new SidecarError(ClientErrorCode.StartFailed, `${e.message} before it was ready` + tailText(session.stderrText()), e.data);
     } finally {
       clearTimeout(timer);
     }
+    if (outcome !== timedOut) return outcome;
+    // Timed out: kill it, and build the message once its stderr has been read to the end.
+    session.expectedExit = true;
+    if (session.alive) session.child.kill('SIGKILL');
+    await session.exited.promise;
+    throw new SidecarError(
+      ClientErrorCode.StartFailed,
+      `the sidecar did not report sidecar.ready within ${timeoutMs} ms` + tailText(session.stderrText()),
+      { pid: session.pid ?? null, stderrTail: session.stderrTail.slice(-10) },
+    );
   }
 
   private async launchFirst(): Promise<void> {
