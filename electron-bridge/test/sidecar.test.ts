@@ -458,7 +458,7 @@ test('real sidecar output split into 1-7 byte pieces (multi-byte characters cut 
 });
 
 test('end to end: page -> preload -> relay -> real sidecar, and back to a TaskStore in the page', async () => {
-  const { client } = await start();
+  const { client } = await start({ restart: { initialDelayMs: 50 } });
   const ipcMain = new FakeIpcMain();
   const win = new FakeWindow();
   const reg = registerTaskIpc({ ipcMain, client, getWindows: () => [win] });
@@ -484,6 +484,14 @@ test('end to end: page -> preload -> relay -> real sidecar, and back to a TaskSt
   // Errors arrive as SidecarError with code and data, through every layer.
   await assert.rejects(tasks.get({ id: 'no-such-task' }), (err: unknown) => err instanceof SidecarError && err.code === ErrorCode.TaskNotFound && (err.data as { id: string }).id === 'no-such-task');
   await assert.rejects(tasks.create({ type: 'demo.sleep', details: { seconds: -1 } }), (err: unknown) => err instanceof SidecarError && (err.data as { field: string }).field === 'details.seconds');
+  // The sidecar dies: the relay forwards 'restarted', the page's store resyncs and keeps working.
+  const resyncs = store.snapshot().resyncs;
+  process.kill(client.pid!, 'SIGKILL');
+  await until(() => store.snapshot().resyncs > resyncs && store.seq === null, 20_000, 'the store to resync after the restart');
+  assert.ok(win.webContents.sent.some((m) => (m.args[0] as { type: string }).type === 'restarted'));
+  const after = await tasks.create({ type: 'demo.noop' });
+  await until(() => store.get(after.id)?.status === 'COMPLETED', 15_000, 'a task created after the restart');
+  assert.equal(store.seq !== null && store.seq < 10, true, `seq restarted with the new sidecar (${String(store.seq)})`);
   store.stop();
   reg.dispose();
 });
