@@ -42,9 +42,27 @@ def size_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def missing_modules(names: list[str], paths: list[str]) -> list[str]:
+    """Handler modules that cannot be found: PyInstaller would only warn, and the binary would fail at start."""
+    import importlib.util
+
+    sys.path[:0] = paths
+    try:
+        missing = []
+        for name in names:
+            try:
+                found = importlib.util.find_spec(name) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                missing.append(name)
+        return missing
+    finally:
+        del sys.path[: len(paths)]
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Options after the first line of this help are for CI and measuring.")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--handlers", action="extend", nargs="+", default=[], metavar="MODULE",
                    help="app handler module(s) to freeze in (repeatable)")
     p.add_argument("--path", action="append", default=[], metavar="DIR",
@@ -54,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="exclude one more module from the bundle")
     p.add_argument("--keep", action="append", default=[], metavar="MODULE",
                    help="keep a module the spec excludes by default (e.g. multiprocessing for a handler that uses it)")
-    p.add_argument("--no-excludes", action="store_true", help="keep every default exclusion (to measure them)")
+    p.add_argument("--no-excludes", action="store_true", help="drop the spec's default exclusions (only to measure what they save)")
+    p.add_argument("--noarchive", action="store_true",
+                   help="loose .pyc files instead of the compressed module archive: faster start, bigger bundle")
     p.add_argument("--distpath", type=Path, default=HERE / "dist", help="output root (default build/dist)")
     p.add_argument("--workpath", type=Path, default=HERE / "work", help="scratch (default build/work)")
     p.add_argument("--clean", action="store_true", help="drop PyInstaller's caches first")
@@ -68,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         p.exit(2, 'PyInstaller is missing: .venv/bin/pip install -e ".[build]"\n')
 
     paths = [str(Path(d).resolve()) for d in (args.path or [os.getcwd()])]
+    missing = missing_modules(args.handlers, paths)
+    if missing:
+        p.exit(2, f"handler module(s) not found: {', '.join(missing)} (searched {', '.join(paths)} and "
+                  f"the installed packages; give the folder with --path)\n")
     spec_args: list[str] = []
     for module in args.handlers:
         spec_args += ["--handlers", module]
@@ -81,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         spec_args.append("--onefile")
     if args.no_excludes:
         spec_args.append("--no-excludes")
+    if args.noarchive:
+        spec_args.append("--noarchive")
 
     kind = "onefile" if args.onefile else "onedir"
     distpath = args.distpath.resolve()
