@@ -1,0 +1,139 @@
+"""Shared helpers for every bench process: clocks, percentiles, /proc readings, result lines.
+
+Every measuring process prints exactly one line ``BENCH-RESULT {json}`` on stdout; the runner
+parses it. A process that finds the system under test misbehaving exits non-zero (``fail``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / ".work"
+RESULT_PREFIX = "BENCH-RESULT "
+
+# CLOCK_MONOTONIC on Linux: comparable across processes (Node's process.hrtime uses it too).
+clock = time.perf_counter
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary(values: list[float], digits: int = 3) -> dict[str, Any]:
+    """p50/p95/p99/max of a list of samples (same unit as the samples)."""
+    if not values:
+        return {"n": 0}
+    r = lambda v: None if v is None else round(v, digits)  # noqa: E731
+    return {
+        "n": len(values),
+        "p50": r(percentile(values, 50)),
+        "p95": r(percentile(values, 95)),
+        "p99": r(percentile(values, 99)),
+        "max": r(max(values)),
+        "min": r(min(values)),
+    }
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return (int(fields[11]) + int(fields[12])) / tick
+    except OSError:
+        return None
+
+
+def emit(result: dict[str, Any]) -> None:
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+class BenchFailure(Exception):
+    """The system under test misbehaved (lost message, task never finished, crash)."""
+
+
+def fail(message: str) -> None:
+    sys.stderr.write(f"BENCH FAILURE: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(2)
+
+
+def fresh_dir(name: str) -> Path:
+    import shutil
+
+    path = WORK / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def machine_facts() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    facts: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlite_python": sqlite3.sqlite_version,
+    }
+    try:
+        facts["loadavg_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            facts["memory_gb"] = round(int(f.readline().split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        facts["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                       timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        facts["node"] = None
+    return facts
+
+
+def dist_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

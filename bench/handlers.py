@@ -1,0 +1,33 @@
+"""Bench-only handlers, loaded into the sidecar with ``--handlers bench.handlers``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sidecar.handlers import handler
+
+
+@handler("bench.progress", details_schema={"type": "object"})
+def progress(ctx: Any) -> dict[str, Any]:
+    """Report progress ``rate`` times a second for ``seconds``; the last report is ``tick n/n``."""
+    rate = float(ctx.details.get("rate", 1000))
+    seconds = float(ctx.details.get("seconds", 2.0))
+    linger = float(ctx.details.get("linger", 0.3))
+    n = max(1, int(rate * seconds))
+    start = time.perf_counter()
+    for i in range(1, n + 1):
+        ctx.progress(i * 99.0 / n, f"tick {i}/{n}")
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    # stay RUNNING a little: the coalesced last value must reach the client as a progress update
+    time.sleep(linger)
+    return {"ticks": n, "seconds": round(time.perf_counter() - start, 3)}
+
+
+@handler("bench.hold", details_schema={"type": "object"})
+def hold(ctx: Any) -> dict[str, Any]:
+    """Stay RUNNING until cancelled or ``seconds`` pass (a long-running parent)."""
+    ctx.sleep(float(ctx.details.get("seconds", 60)))
+    return {}

@@ -1,0 +1,79 @@
+// plainjob (Node + better-sqlite3 v12): enqueue N no-op jobs, drain with W workers, then
+// enqueue -> start latency on an idle queue. Prints one "BENCH-RESULT {json}" line.
+import { mkdirSync, rmSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { better, defineQueue, defineWorker } from "plainjob";
+
+const require = createRequire(import.meta.url);
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((acc, v, i, arr) => (v.startsWith("--") ? [...acc, [v.slice(2), arr[i + 1]]] : acc), [])
+);
+const N = Number(args.n ?? 5000);
+const WORKERS = Number(args.workers ?? 4);
+const SAMPLES = Number(args.samples ?? 20);
+const TIMEOUT_MS = Number(args.timeout ?? 180) * 1000;
+const dir = args.dir;
+rmSync(dir, { recursive: true, force: true });
+mkdirSync(dir, { recursive: true });
+
+const now = () => Number(process.hrtime.bigint()) / 1e6; // ms, CLOCK_MONOTONIC
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const k = ((s.length - 1) * p) / 100, lo = Math.floor(k), hi = Math.min(lo + 1, s.length - 1);
+  return s[lo] + (s[hi] - s[lo]) * (k - lo);
+};
+const summary = (xs) => ({ n: xs.length, p50: pct(xs, 50), p95: pct(xs, 95), p99: pct(xs, 99), max: Math.max(...xs), min: Math.min(...xs) });
+const silent = { error: (m) => process.stderr.write(`${m}\n`), warn: () => {}, info: () => {}, debug: () => {} };
+const fail = (msg) => { process.stderr.write(`BENCH FAILURE: ${msg}\n`); process.exit(2); };
+
+const db = new Database(join(dir, "plainjob.db"));
+const queue = defineQueue({ connection: better(db), logger: silent });
+let done = 0, lastDone = 0, allDone;
+const allDonePromise = new Promise((r) => (allDone = r));
+const probes = new Map();
+const workers = [];
+for (let w = 0; w < WORKERS; w++) {
+  workers.push(defineWorker("noop", (job) => {
+    const t = now();
+    const k = JSON.parse(job.data).k;
+    if (k < 0) { probes.get(k)?.(t); return; }
+    done++; lastDone = t;
+    if (done === N) allDone();
+  }, { queue, logger: silent }));
+}
+
+const t0 = now();
+for (let i = 0; i < N; i++) queue.add("noop", { k: i });
+const t1 = now();
+const tStart = now();
+for (const w of workers) void w.start();
+const timer = setTimeout(() => fail(`plainjob drained only ${done} of ${N}`), TIMEOUT_MS);
+await allDonePromise;
+clearTimeout(timer);
+const drainMs = lastDone - tStart;
+await new Promise((r) => setTimeout(r, 200));
+const lat = [];
+for (let k = 1; k <= SAMPLES; k++) {
+  await new Promise((r) => setTimeout(r, 5 + Math.random() * 95));
+  const started = new Promise((r) => probes.set(-k, r));
+  const ts = now();
+  queue.add("noop", { k: -k });
+  const t = await Promise.race([started, new Promise((r) => setTimeout(() => r(null), 30000))]);
+  if (t === null) fail(`plainjob latency probe ${k} never started`);
+  lat.push(t - ts);
+}
+await Promise.all(workers.map((w) => w.stop()));
+const sqliteVersion = db.prepare("select sqlite_version() v").get().v;
+queue.close();
+const pkg = (name) => JSON.parse(readFileSync(require.resolve(`${name}/package.json`), "utf8")).version;
+process.stdout.write("BENCH-RESULT " + JSON.stringify({
+  system: "plainjob", version: `${pkg("plainjob")} (better-sqlite3 ${pkg("better-sqlite3")}, SQLite ${sqliteVersion}, Node ${process.version})`,
+  n: N, workers: WORKERS,
+  enqueue_per_s: N / ((t1 - t0) / 1000), drain_per_s: N / (drainMs / 1000),
+  latency: { start_ms: summary(lat) },
+  storage: "better-sqlite3: WAL, synchronous=NORMAL",
+  notes: `${WORKERS} workers in one Node event loop; pollIntervall 1000 ms (default)`,
+}) + "\n");
+process.exit(0);

@@ -1,0 +1,330 @@
+"""Targets, ratios and the Markdown report, from the runner's results dict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PYTHON_PEERS = ("huey", "persist-queue", "litequeue", "DBOS")
+PEERS = (*PYTHON_PEERS, "plainjob")
+
+
+def _get(d: Any, *path: Any) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _fmt(v: Any, digits: int = 0) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 100:
+            return f"{v:.{min(digits, 1)}f}" if digits else f"{v:.0f}"
+        return f"{v:.{max(digits, 1)}f}"
+    return str(v)
+
+
+def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    cmp_ = res.get("compare", {})
+    sc = res.get("sidecar", {})
+    quick = res["meta"]["mode"] == "quick"
+    drain = _get(cmp_, "task-sidecar", "drain_per_s", "median")
+    peers = {name: _get(cmp_, name, "drain_per_s", "median") for name in PYTHON_PEERS}
+    peers = {k: v for k, v in peers.items() if v}
+    best_name = max(peers, key=lambda k: peers[k]) if peers else None
+    best = peers.get(best_name) if best_name else None
+    raw = _get(cmp_, "raw sqlite3", "claim_complete_1tx_per_s", "median")
+    ratios: dict[str, Any] = {
+        "drain_per_s": drain,
+        "best_python_peer": best_name,
+        "best_python_peer_drain_per_s": best,
+        "sidecar_over_best_python_peer": drain / best if drain and best else None,
+        "raw_sqlite_claim_complete_per_s": raw,
+        "sidecar_over_raw_sqlite": drain / raw if drain and raw else None,
+        "plainjob_drain_per_s": _get(cmp_, "plainjob", "drain_per_s", "median"),
+    }
+    if ratios["plainjob_drain_per_s"] and drain:
+        ratios["sidecar_over_plainjob"] = drain / ratios["plainjob_drain_per_s"]
+    targets: list[dict[str, Any]] = []
+
+    def target(name: str, target_text: str, measured: Any, ok: bool | None, unit: str = "",
+               note: str = "") -> None:
+        verdict = "n/a" if ok is None else ("met" if ok else "missed")
+        if isinstance(measured, str):
+            shown = measured
+        else:
+            shown = (_fmt(measured, 2) + unit) if measured is not None else "not measured"
+        targets.append({"name": name, "target": target_text, "measured": shown, "verdict": verdict,
+                        "value": None if isinstance(measured, str) else measured, "note": note})
+
+    r = ratios["sidecar_over_best_python_peer"]
+    target("Drain of queued no-op tasks vs best Python peer", "≥ 2.0×", r,
+           None if r is None else r >= 2.0, "×",
+           f"{_fmt(drain)}/s vs {best_name} {_fmt(best)}/s" if drain and best else "")
+    r = ratios["sidecar_over_raw_sqlite"]
+    target("Drain vs raw SQLite claim+complete (1 tx/task)", "≥ 40 %",
+           None if r is None else 100 * r, None if r is None else r >= 0.40, " %",
+           f"{_fmt(drain)}/s vs {_fmt(raw)}/s" if drain and raw else "")
+    p50 = _get(sc, "latency_idle", "start_ms", "p50")
+    p99 = _get(sc, "latency_idle", "start_ms", "p99")
+    target("Create → RUNNING seen by the client, idle, p50", "≤ 1 ms", p50,
+           None if p50 is None else p50 <= 1.0, " ms")
+    target("Create → RUNNING seen by the client, idle, p99", "≤ 5 ms", p99,
+           None if p99 is None else p99 <= 5.0, " ms")
+    mine = _get(cmp_, "task-sidecar", "start_p50_ms", "median")
+    others = {n: _get(cmp_, n, "start_p50_ms", "median") for n in PEERS}
+    others = {k: v for k, v in others.items() if v is not None}
+    if mine is not None and others:
+        fastest = min(others, key=lambda k: others[k])
+        target("Start latency ahead of every peer (p50, in the side-by-side runs)", "< every peer",
+               f"{_fmt(mine, 2)} ms vs {fastest} {_fmt(others[fastest], 2)} ms", mine < others[fastest])
+    cm = _get(sc, "createmany", "request_ms", "p50")
+    ping = _get(sc, "createmany", "ping_during_ms", "p50")
+    target("createMany of 5,000 children, request → response (p50)", "≤ 150 ms", cm,
+           None if cm is None else cm <= 150, " ms",
+           "every child announced" if _get(sc, "createmany", "all_announced") else "")
+    target("Reader not stalled: a ping sent right behind that batch (p50)", "≤ 150 ms", ping,
+           None if ping is None else ping <= 150, " ms")
+    s_new = _get(sc, "startup_new", "ms", "p50")
+    s_old = _get(sc, "startup_existing", "ms", "p50")
+    target("Start-up to sidecar.ready, new DB file (median)", "≤ 200 ms", s_new,
+           None if s_new is None else s_new <= 200, " ms")
+    target("Start-up to sidecar.ready, existing empty DB (median)", "≤ 200 ms", s_old,
+           None if s_old is None else s_old <= 200, " ms")
+    rows = _get(sc, "bigdb", "rows") or res["meta"]["plan"]["big_rows"]
+    big_label = f"{rows:,} tasks" + (" (quick: not the 1M of the target)" if quick else "")
+    s_big = _get(sc, "startup_big", "ms", "p50")
+    target(f"Start-up to sidecar.ready, {big_label} (median)", "≤ 300 ms", s_big,
+           None if s_big is None else s_big <= 300, " ms")
+    idle = _get(sc, "rss", "idle_mb")
+    growth = _get(sc, "rss", "growth_percent")
+    n_rss = _get(sc, "rss", "n")
+    target("Idle RSS", "≤ 45 MB", idle, None if idle is None else idle <= 45, " MB")
+    target(f"RSS after draining {_fmt(n_rss)} tasks vs idle", "≤ +10 %", growth,
+           None if growth is None else growth <= 10, " %",
+           f"{_fmt(idle, 1)} → {_fmt(_get(sc, 'rss', 'after_mb'), 1)} MB" if idle else "")
+    for key, label in (("create_ms", "tasks.create round trip"),
+                       ("claim_sql_ms", "claim (the UPDATE … RETURNING + commit, in-process)"),
+                       ("create_to_running_ms", "create → RUNNING seen"),
+                       ("list_first_page_ms", "tasks.list first page"),
+                       ("stats_ms", "tasks.stats")):
+        v = _get(sc, "scale", key, "p50")
+        target(f"{big_label}: {label}, p50", "≤ 5 ms", v, None if v is None else v <= 5.0, " ms")
+    dropped, looked = 0, 0
+    for rr in res.get("rounds", []):
+        for name, out in rr["results"].items():
+            if name.startswith("sidecar ") and "error" not in out:
+                looked += 1
+                dropped += out.get("queued_not_announced", 0) + out.get("running_not_announced", 0)
+    for key in ("latency_idle", "latency_queued"):
+        out = sc.get(key) or {}
+        if "start_ms" in out:
+            looked += 1
+            dropped += out.get("running_not_announced", 0) + (_get(out, "busy", "running_not_announced") or 0)
+    if "queued_not_announced_max" in (sc.get("createmany") or {}):
+        looked += 1
+        dropped += sc["createmany"]["queued_not_announced_max"]
+    ratios["transitions_not_announced"] = dropped
+    target("Every transition announced (docs/protocol.md: 'transitions are never dropped')", "0 missing",
+           f"{dropped:,} missing" if looked else "not measured", None if not looked else dropped == 0,
+           note="QUEUED/RUNNING updates the client never saw: the stdout writer merges a task's pending "
+                "updates once 1,000 frames are queued" if dropped else "")
+    fan = _get(sc, "fanout")
+    if fan and "error" not in fan:
+        target("Progress at 1,000/s: the last value arrives", "always",
+               "yes" if fan.get("last_value_arrived") else "no", bool(fan.get("last_value_arrived")))
+    return ratios, targets
+
+
+def _spread(entry: Any, key: str, digits: int = 0) -> str:
+    s = _get(entry, key)
+    if not s:
+        return "–"
+    if s["min"] == s["max"]:
+        return _fmt(s["median"], digits)
+    return f"{_fmt(s['median'], digits)} ({_fmt(s['min'], digits)}–{_fmt(s['max'], digits)})"
+
+
+def markdown(res: dict[str, Any]) -> str:
+    meta = res["meta"]
+    m = meta["machine"]
+    cmp_ = res.get("compare", {})
+    sc = res.get("sidecar", {})
+    plan = meta["plan"]
+    lines: list[str] = []
+    w = lines.append
+    w("# task-sidecar benchmark results\n")
+    w(f"Mode **{meta['mode']}**, started {meta['started_utc']}, took {meta['duration_s']:.0f} s. "
+      "Generated by `bash bench/run" + (" --quick" if meta["mode"] == "quick" else "") + "`; "
+      "raw data in `results.json`, every process's output in `bench/.work/bench.log`.\n")
+    load = ", ".join(f"{x:.2f}" for x in m.get("loadavg_at_start", []))
+    w(f"Machine: {m.get('cpu')} · {m.get('cores')} cores · {m.get('memory_gb')} GB · {m.get('os')} · "
+      f"Python {m.get('python')} (SQLite {m.get('sqlite_python')}) · Node {m.get('node')} · "
+      f"load average at start {load}. The machine is shared and noisy: read the ratios (measured "
+      "side by side, order rotated between rounds) rather than the absolute numbers.\n")
+    if meta.get("sidecar_failures"):
+        w("**The sidecar misbehaved in this run:**\n")
+        for f in meta["sidecar_failures"]:
+            w(f"- {f}")
+        w("")
+
+    w("## Targets (from the issue; checked here, never asserted in tests)\n")
+    w("| goal | target | measured | verdict | note |\n|---|---|---|---|---|")
+    for t in res.get("targets", []):
+        verdict = {"met": "met", "missed": "**missed**", "n/a": "not measured"}[t["verdict"]]
+        w(f"| {t['name']} | {t['target']} | {t['measured']} | {verdict} | {t.get('note', '')} |")
+    w("")
+    ra = res.get("ratios", {})
+    w("## Ratios\n")
+    w(f"- sidecar drain / best Python peer ({ra.get('best_python_peer')}): "
+      f"**{_fmt(ra.get('sidecar_over_best_python_peer'), 2)}×**")
+    w("- sidecar drain / raw SQLite claim+complete, one transaction per task: "
+      f"**{_fmt(ra.get('sidecar_over_raw_sqlite'), 2)}×**")
+    if ra.get("sidecar_over_plainjob"):
+        w(f"- sidecar drain / plainjob (Node): **{_fmt(ra.get('sidecar_over_plainjob'), 2)}×**")
+    w("")
+
+    w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")
+    w("Median over rounds (min–max). *enqueue/s*: one call per job. *drain/s*: queued jobs run to "
+      "done by 4 workers. *start*: enqueue → the job starts, on an idle queue, probes at random "
+      "moments (the sidecar: `tasks.create` sent → `RUNNING` notification read by the client).\n")
+    w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | storage | notes |")
+    w("|---|---|---|---|---|---|---|---|")
+    for name in ("task-sidecar", *PEERS, "raw sqlite3"):
+        e = cmp_.get(name)
+        if e is None:
+            if name == "DBOS" and cmp_:
+                w("| DBOS | – | – | – | – | – | – | not run (skipped in --quick: heaviest install, "
+                  "slowest peer; `--with-dbos` adds it) |")
+            continue
+        if "error" in e:
+            ver = meta["versions"].get(name) or e.get("version") or "–"
+            w(f"| {name} | {ver} | failed | failed | – | – | – | {e['error']} |")
+            continue
+        version = e.get("version") or meta["versions"].get(name) or "–"
+        n_note = f"N = {e['n']:,}. " if e.get("n") and e["n"] != plan["n"] else ""
+        w(f"| {name} | {version} | {_spread(e, 'enqueue_per_s')} | {_spread(e, 'drain_per_s')} | "
+          f"{_spread(e, 'start_p50_ms', 2)} | {_spread(e, 'start_p99_ms', 2)} | {e.get('storage', '')} | "
+          f"{n_note}{e.get('notes', '')} |")
+    w("")
+
+    w("## The sidecar\n")
+    w("### Throughput, end to end over stdio (no-op tasks)\n")
+    w("| how created | creates/s | completions/s | whole cycle/s |\n|---|---|---|---|")
+    for key, label in (("sidecar tasks.create x N", f"`tasks.create`, one call per task, {plan['n']:,} pipelined"),
+                       ("sidecar tasks.createMany", f"`tasks.createMany`, {plan['n']:,} in chunks of 500")):
+        e = cmp_.get(key)
+        if not e or "error" in e:
+            w(f"| {label} | {'failed: ' + str(e.get('error')) if e else 'not run'} | | |")
+            continue
+        w(f"| {label} | {_spread(e, 'creates_per_s')} | {_spread(e, 'completions_per_s')} | "
+          f"{_spread(e, 'cycle_per_s')} |")
+    w("")
+    w("### Latency as the client sees it (ms)\n")
+    w("| queue | create → RUNNING p50 / p95 / p99 | create → COMPLETED p50 / p95 / p99 |\n|---|---|---|")
+
+    def lat_row(label: str, d: Any) -> None:
+        if not d or "start_ms" not in d:
+            w(f"| {label} | {'failed: ' + str(d.get('error')) if d else 'not run'} | |")
+            return
+        s, c = d["start_ms"], d["complete_ms"]
+        w(f"| {label} | {_fmt(s['p50'], 2)} / {_fmt(s['p95'], 2)} / {_fmt(s['p99'], 2)} | "
+          f"{_fmt(c['p50'], 2)} / {_fmt(c['p95'], 2)} / {_fmt(c['p99'], 2)} |")
+
+    lat_row("idle", sc.get("latency_idle"))
+    q = sc.get("latency_queued") or {}
+    lat_row(f"{plan['queued']:,} QUEUED, due tomorrow", q)
+    lat_row(f"{plan['queued']:,} due no-op tasks draining; probe at priority 10", q.get("busy"))
+    w("")
+    f = sc.get("fanout") or {}
+    w("### Progress fan-out\n")
+    if not f or "error" in f:
+        w(f"{'failed: ' + str(f.get('error')) if f else 'not run'}\n")
+    else:
+        w(f"A handler reporting {_fmt(f['handler_rate_per_s'])} progress values/s for {f['seconds']} s: "
+          f"{f['delivered']} updates reached the client ({_fmt(f['delivered_per_s'], 1)}/s, coalesced); "
+          f"the last value arrived: **{'yes' if f['last_value_arrived'] else 'NO'}**; "
+          f"sidecar CPU {_fmt(f['cpu_percent_of_core'], 1)} % of one core while it ran (idle: "
+          f"{_fmt(f['idle_cpu_percent_of_core'], 1)} %); largest gap between two updates "
+          f"{_fmt(f.get('max_gap_ms'), 1)} ms.\n")
+    c = sc.get("createmany") or {}
+    w("### createMany: a 5,000-child playlist\n")
+    if not c or "error" in c:
+        w(f"{'failed: ' + str(c.get('error')) if c else 'not run'}\n")
+    else:
+        w(f"Request → response p50 {_fmt(c['request_ms']['p50'], 1)} ms (max {_fmt(c['request_ms']['max'], 1)}) "
+          f"over {c['rounds']} round(s); a `system.ping` sent right behind it was answered after p50 "
+          f"{_fmt(c['ping_during_ms']['p50'], 1)} ms; every child was announced `QUEUED` "
+          f"(at least {c['announced_before_response_min']:,} of 5,000 before the response arrived).\n")
+    w("### Start-up and memory\n")
+    w("| case | spawn → `sidecar.ready`, median (min–max) | RSS at ready |\n|---|---|---|")
+    big_rows = _get(sc, "bigdb", "rows") or plan["big_rows"]
+    for key, label in (("startup_new", "new DB file"), ("startup_existing", "existing empty DB"),
+                       ("startup_big", f"{big_rows:,} tasks")):
+        e = sc.get(key)
+        if not e or "error" in e:
+            w(f"| {label} | {'failed: ' + str(e.get('error')) if e else 'not run'} | |")
+            continue
+        w(f"| {label} | {_fmt(e['ms']['p50'], 1)} ms ({_fmt(e['ms']['min'], 1)}–{_fmt(e['ms']['max'], 1)}) | "
+          f"{_fmt(e['rss_at_ready_mb']['p50'], 1)} MB |")
+    r = sc.get("rss") or {}
+    if r and "error" not in r:
+        w(f"\nIdle RSS {_fmt(r['idle_mb'], 1)} MB; after creating and draining {r['n']:,} tasks "
+          f"{_fmt(r['after_mb'], 1)} MB ({_fmt(r['growth_percent'], 1)} %); peak {_fmt(r['peak_mb'], 1)} MB.\n")
+    elif r:
+        w(f"\nRSS: failed: {r.get('error')}\n")
+    s = sc.get("scale") or {}
+    w(f"### Scale: {_fmt(s.get('rows') or big_rows)} tasks in the database (97 % COMPLETED, a year of history)\n")
+    if not s or "error" in s:
+        w(f"{'failed: ' + str(s.get('error')) if s else 'not run'}\n")
+    else:
+        w("| operation | p50 ms | p99 ms |\n|---|---|---|")
+        for key, label in (("create_ms", "`tasks.create` round trip"),
+                           ("create_to_running_ms", "create → `RUNNING` seen (includes the claim)"),
+                           ("claim_sql_ms", "claim statement + commit, in-process (no protocol)"),
+                           ("list_first_page_ms", "`tasks.list` first page (50)"),
+                           ("list_active_ms", "`tasks.list` status = QUEUED/RUNNING/PAUSED/WAITING (50)"),
+                           ("list_deep_cursor_ms", f"`tasks.list` at a cursor {s.get('deep_cursor_depth', 0):,} deep"),
+                           ("stats_ms", "`tasks.stats`"),
+                           ("prune_noop_ms", "`tasks.prune`, nothing old enough"),
+                           ("prune_day_ms", f"`tasks.prune`, one day of history per call "
+                                            f"(~{_fmt(s.get('prune_day_deleted_per_call'))} tasks)")):
+            v = s.get(key) or {}
+            w(f"| {label} | {_fmt(v.get('p50'), 2)} | {_fmt(v.get('p99'), 2)} |")
+        b = sc.get("bigdb") or {}
+        built = f"; built in {_fmt(b['build_s'], 1)} s by raw inserts into the schema the sidecar created" \
+            if b.get("build_s") else ""
+        w(f"\nDatabase file: {_fmt(s['db_bytes'])} bytes = **{_fmt(s['bytes_per_task'])} bytes per task**"
+          f"{built}. Start-up on this file: {_fmt(s.get('startup_ms'), 1)} ms.\n")
+
+    w("## Ceilings of this machine\n")
+    raw = cmp_.get("raw sqlite3") or {}
+    if raw and "error" not in raw:
+        w(f"- Raw `sqlite3` from Python (WAL, synchronous=NORMAL, one thread, SQLite {raw.get('version')}): "
+          f"insert, one transaction per row {_spread(raw, 'insert_1tx_per_s')}/s; "
+          f"insert, batched in one transaction {_spread(raw, 'insert_batch_per_s')}/s; "
+          f"claim + complete, one transaction per task **{_spread(raw, 'claim_complete_1tx_per_s')}/s**.")
+    nd = res.get("ceilings", {}).get("ndjson") or {}
+    if nd and "error" not in nd:
+        w(f"- NDJSON over a pipe, Node ↔ Python (orjson echo): sequential round trip p50 "
+          f"{_fmt(nd['sequential_rtt_us']['p50'], 1)} µs (p99 {_fmt(nd['sequential_rtt_us']['p99'], 1)} µs); "
+          f"pipelined {_fmt(nd['pipelined_per_s'])} messages/s.")
+    elif nd:
+        w(f"- NDJSON pipe: failed: {nd.get('error')}")
+    w("")
+    w("## Versions\n")
+    for k, v in meta["versions"].items():
+        w(f"- {k}: {v or 'not installed'}")
+    pj = _get(cmp_, "plainjob", "version")
+    if pj:
+        w(f"- plainjob: {pj}")
+    w("")
+    return "\n".join(lines) + "\n"
