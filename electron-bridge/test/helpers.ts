@@ -18,8 +18,16 @@ export function sidecarPython(): string {
   return fs.existsSync(venv) ? venv : 'python3';
 }
 
+const tempDirs: string[] = [];
+process.once('exit', () => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory, removed when the test process exits. */
 export function tempDir(prefix = 'eb-test-'): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }
 
 /** An in-memory peer: what the client writes arrives here as parsed messages; `send` writes back. */
