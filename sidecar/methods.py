@@ -51,6 +51,11 @@ CREATE_ITEM: dict[str, Any] = {
     "required": ["type"],
     "additionalProperties": False,
 }
+# tasks.create takes the same params as a createMany item, less `ref` (a name for other items)
+CREATE_PARAMS: dict[str, Any] = {
+    **CREATE_ITEM,
+    "properties": {k: v for k, v in CREATE_ITEM["properties"].items() if k != "ref"},
+}
 TASK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -237,7 +242,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
                    result={"type": "object"}),
         MethodSpec("system.shutdown", "Answer, then stop gracefully (running tasks are requeued).",
                    shutdown, result={"type": "null"}),
-        MethodSpec("tasks.create", "Create one task.", create, params=CREATE_ITEM, result=task_result,
+        MethodSpec("tasks.create", "Create one task.", create, params=CREATE_PARAMS, result=task_result,
                    errors=(UNKNOWN_TASK_TYPE, INVALID_TRANSITION, DEPENDENCY_CYCLE, SHUTTING_DOWN, STORAGE_ERROR)),
         MethodSpec("tasks.createMany", "Create many tasks in one transaction (all or nothing).",
                    create_many,

@@ -512,6 +512,7 @@ def _write_all(fd: int, data: bytes) -> None:
     retry_max_s=60.0,
     details_schema=DETAILS_SCHEMA,
     check_details=check_details,
+    trusted=True,
 )
 def http_download(ctx: TaskContext) -> dict[str, Any]:
     """``{url, dest, sha256?, size?, headers?}`` → ``{path, bytes, sha256, resumedFrom, url}``."""

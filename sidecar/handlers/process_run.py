@@ -537,6 +537,7 @@ def _tail(lines: collections.deque[str]) -> str:
     max_attempts=1,
     details_schema=DETAILS_SCHEMA,
     check_details=check_details,
+    trusted=True,
 )
 def process_run(ctx: TaskContext) -> dict[str, Any]:
     """``{program, args?, cwd?, env?, parser?, durationS?, timeoutS?}`` → ``{exitCode, stdoutTail}``."""

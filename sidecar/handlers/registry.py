@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +120,12 @@ handler = default_registry.handler
 
 
 def load_modules(names: list[str]) -> None:
-    """Import the app's handler modules (``--handlers``); they register into the default registry."""
+    """Import the app's handler modules (``--handlers``); they register into the default registry.
+
+    Like ``python -m``, the working directory is importable, so ``--handlers myapp.handlers``
+    works from the app's folder with the installed ``task-sidecar`` script too.
+    """
+    if names and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for name in names:
         importlib.import_module(name)
