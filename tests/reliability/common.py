@@ -176,6 +176,127 @@ def consistency_problems_in_namespace(pid: int, db: Path | str) -> list[str]:
 
 
 __all__ = [
+    "LeanClient",
     "FULL", "ROOT", "SCALE", "SidecarProcess", "connect", "consistency_problems", "consistency_problems_in_namespace", "full_only", "in_namespace",
     "percentile", "record", "rss_kib", "scaled", "sidecar_in_namespace", "unshare_available",
 ]
+
+
+# ---------------------------------------------------------------- a lean client for long runs
+
+
+class LeanClient:
+    """Speaks to a sidecar without keeping its output: for soaks that produce millions of messages.
+
+    Keeps only the answers still awaited, the time each task was first seen RUNNING (when asked to),
+    and counters; every other line is parsed and dropped.
+    """
+
+    def __init__(self, db: Path | str, *args: str) -> None:
+        import itertools
+        import threading
+
+        import orjson
+
+        self._orjson = orjson
+        self.proc = subprocess.Popen(
+            [*sidecar_command(), "--db", str(db), *args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._answers: dict[Any, Any] = {}
+        self._waiting: set[Any] = set()
+        self.watch_running: dict[str, float] = {}  # task id -> monotonic time first seen RUNNING
+        self.track_running = False  # while True, record when each task is first seen RUNNING
+        self.updates = 0
+        self.last_seq = 0
+        self.seq_gaps = 0
+        ready = orjson.loads(self.proc.stdout.readline())
+        assert ready["method"] == "sidecar.ready", ready
+        self.ready = ready["params"]
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        loads = self._orjson.loads
+        for line in self.proc.stdout:
+            message = loads(line)
+            if isinstance(message, dict) and message.get("method") == "task.updated":
+                params = message["params"]
+                self.updates += 1
+                if params["seq"] != self.last_seq + 1:
+                    self.seq_gaps += 1
+                self.last_seq = params["seq"]
+                task = params["task"]
+                if self.track_running and task["status"] == "RUNNING":
+                    with self._cond:
+                        self.watch_running.setdefault(task["id"], time.monotonic())
+                        self._cond.notify_all()
+                continue
+            if isinstance(message, dict) and "id" in message and message["id"] in self._waiting:
+                with self._cond:
+                    self._waiting.discard(message["id"])
+                    self._answers[message["id"]] = message
+                    self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def send(self, method: str, params: Any = None) -> Any:
+        ident = next(self._ids)
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": ident, "method": method}
+        if params is not None:
+            message["params"] = params
+        with self._cond:
+            self._waiting.add(ident)
+        self.proc.stdin.write(self._orjson.dumps(message) + b"\n")
+        self.proc.stdin.flush()
+        return ident
+
+    def ask(self, method: str, params: Any = None, timeout: float = 30) -> dict[str, Any]:
+        """The whole answer (result or error)."""
+        return self._answer(self.send(method, params), timeout)
+
+    def wait(self, ident: Any, timeout: float = 30) -> Any:
+        answer = self._answer(ident, timeout)
+        if "error" in answer:
+            raise AssertionError(answer["error"])
+        return answer["result"]
+
+    def _answer(self, ident: Any, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while ident not in self._answers:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    raise TimeoutError(f"no answer to {ident}")
+                self._cond.wait(min(left, 0.5))
+            return self._answers.pop(ident)
+
+    def call(self, method: str, params: Any = None, timeout: float = 30) -> Any:
+        return self.wait(self.send(method, params), timeout)
+
+    def wait_running(self, task_id: str, timeout: float = 30) -> float:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while task_id not in self.watch_running:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{task_id} never seen RUNNING")
+                self._cond.wait(min(left, 0.5))
+            return self.watch_running.pop(task_id)
+
+    def stop(self, timeout: float = 30) -> int:
+        try:
+            if self.proc.poll() is None:
+                self.proc.stdin.close()
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        self._thread.join(5)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream and not stream.closed:
+                stream.close()
+        return code
