@@ -9,6 +9,7 @@ in ``errors``; measuring code calls :meth:`check` and fails the run.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import subprocess
@@ -79,8 +80,10 @@ class Sidecar:
     # ------------------------------------------------------------ reading
 
     def _read(self) -> None:
-        stream = self.proc.stdout
-        assert stream is not None
+        assert self.proc.stdout is not None
+        # bufsize=0 makes proc.stdout a raw FileIO whose readline() reads one byte per syscall:
+        # far slower than the sidecar writes, which would fill the pipe and stall it. Buffer it.
+        stream = io.BufferedReader(self.proc.stdout, 1 << 16)
         first = True
         for line in stream:
             t = clock()
