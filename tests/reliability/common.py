@@ -128,16 +128,19 @@ def unshare_available() -> str | None:
 
 
 @contextlib.contextmanager
-def sidecar_in_namespace(setup: str) -> Iterator[None]:
-    """While active, sidecars started by :class:`SidecarProcess` run in a private mount namespace.
+def sidecar_via_shell(setup: str, *, namespace: bool = False) -> Iterator[None]:
+    """While active, sidecars started by :class:`SidecarProcess` are exec'd from ``sh -c setup``.
 
-    ``setup`` is shell run inside the namespace before the sidecar is exec'd (e.g. mount a tmpfs).
-    ``unshare`` and ``sh`` both exec, so the Popen pid is the sidecar's own pid, and the namespace
-    (with its mounts) disappears with the process: nothing is left mounted on the host.
+    ``setup`` is shell run before the sidecar is exec'd (``umask 077``, mount a tmpfs, ...). With
+    ``namespace`` it runs in a private mount namespace (``unshare --mount``). ``unshare`` and ``sh``
+    both exec, so the Popen pid is the sidecar's own pid, and the namespace (with its mounts)
+    disappears with the process: nothing is left mounted on the host.
     """
     inner = " ".join(_sh_quote(part) for part in sidecar_command())
     script = f"set -e\n{setup}\nexec {inner} \"$@\""
-    cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sidecar-ns"]
+    cmd = ["sh", "-c", script, "sidecar-sh"]
+    if namespace:
+        cmd = ["unshare", "--mount", "--propagation", "private", *cmd]
     old = os.environ.get("TASK_SIDECAR_CMD")
     os.environ["TASK_SIDECAR_CMD"] = " ".join(_sh_quote(part) for part in cmd)
     try:
@@ -147,6 +150,11 @@ def sidecar_in_namespace(setup: str) -> Iterator[None]:
             os.environ.pop("TASK_SIDECAR_CMD", None)
         else:
             os.environ["TASK_SIDECAR_CMD"] = old
+
+
+def sidecar_in_namespace(setup: str) -> contextlib.AbstractContextManager[None]:
+    """Sidecars started meanwhile run in a private mount namespace prepared by ``setup``."""
+    return sidecar_via_shell(setup, namespace=True)
 
 
 def _sh_quote(text: str) -> str:
@@ -178,7 +186,7 @@ def consistency_problems_in_namespace(pid: int, db: Path | str) -> list[str]:
 __all__ = [
     "LeanClient",
     "FULL", "ROOT", "SCALE", "SidecarProcess", "connect", "consistency_problems", "consistency_problems_in_namespace", "full_only", "in_namespace",
-    "percentile", "record", "rss_kib", "scaled", "sidecar_in_namespace", "unshare_available",
+    "percentile", "record", "rss_kib", "scaled", "sidecar_in_namespace", "sidecar_via_shell", "unshare_available",
 ]
 
 
