@@ -51,7 +51,7 @@ def now_ms() -> int:
 class Tx:
     """What an op may do besides SQL: announce changed tasks and defer in-memory effects."""
 
-    __slots__ = ("conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty")
+    __slots__ = ("conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty", "counts")
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
         self.conn = conn
@@ -62,6 +62,17 @@ class Tx:
         self.latest: dict[str, Task] = {}  # the last announced state of each task in this transaction
         self.stopping: dict[str, str] = {}  # stops asked in this transaction (applied after commit)
         self.dirty: set[str] = set()  # parents whose aggregate progress must be recomputed
+        self.counts: dict[tuple[str, str], int] = {}  # net status changes, for task_counts
+
+    def count(self, type: str, status: str, delta: int) -> None:
+        key = (type, status)
+        self.counts[key] = self.counts.get(key, 0) + delta
+
+    def moved(self, row: store.Row) -> None:
+        """Account a row returned by store.transition (it carries the status it replaced)."""
+        type_ = row[store.I_TYPE]
+        self.count(type_, row[store.PREV_STATUS], -1)
+        self.count(type_, row[2], +1)
 
     def announce(self, row: store.Row) -> Task:
         task = store.task_from_row(row)
@@ -71,11 +82,12 @@ class Tx:
             self.dirty.add(task["parentId"])
         return task
 
-    def mark(self) -> tuple[int, int, int]:
-        return len(self.announced), len(self.deleted), len(self.after)
+    def mark(self) -> tuple[Any, ...]:
+        return len(self.announced), len(self.deleted), len(self.after), dict(self.counts)
 
-    def undo_to(self, mark: tuple[int, int, int]) -> None:
+    def undo_to(self, mark: tuple[Any, ...]) -> None:
         del self.announced[mark[0] :], self.deleted[mark[1] :], self.after[mark[2] :]
+        self.counts = mark[3]
 
 
 @dataclass
@@ -275,6 +287,7 @@ class Engine:
                 outcomes.append((item, True, value))
             if self._claiming and (self._claim_needed or claim):
                 claimed = self._claim(tx)
+            store.apply_counts(conn, tx.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._storage_failure(conn, items, claimed, exc)
@@ -348,6 +361,8 @@ class Engine:
                 self._wake_at_ms = store.next_run_at(tx.conn, types, tx.now)
                 break
             task = tx.announce(row[:-1])
+            tx.count(task["type"], "QUEUED", -1)
+            tx.count(task["type"], "RUNNING", +1)
             spec = self.registry.get(task["type"])
             assert spec is not None
             checkpoint = row[-1]
@@ -490,10 +505,9 @@ class Engine:
         running = self._current(ctx)
         if running is None or ctx.abandoned:
             return
+        # Every write below is guarded by the state machine: if the task was already decided
+        # (e.g. failed by a failing child), nothing is written.
         tx.after.append(partial(self._release, ctx.id, ctx))
-        current = store.get(tx.conn, ctx.id)
-        if current is None or store.row_status(current) != Status.RUNNING:
-            return  # already decided (e.g. failed by a failing child); nothing more to record
         spec = running.spec
         pending = ctx.take_progress()
         extra: dict[str, Any] = {} if pending is None else {"progress": pending[0], "message": pending[1]}
@@ -553,6 +567,7 @@ class Engine:
             running.ctx.abandoned = True
             row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now, run_at=tx.now)
             if row is not None:
+                tx.moved(row)
                 tx.announce(row)
                 count += 1
         self._running.clear()

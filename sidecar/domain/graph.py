@@ -62,6 +62,7 @@ class Graph:
     def move(self, tx: "Tx", task_id: str, target: Status, **sets: Any) -> Row | None:
         row = store.transition(tx.conn, task_id, target, tx.now, **sets)
         if row is not None:
+            tx.moved(row)
             tx.announce(row)
         return row
 
@@ -198,6 +199,7 @@ class Graph:
                 waiting.append(ids[i])
         store.insert_rows(conn, rows)  # parents first: the foreign key is checked at once
         for row in rows:
+            tx.count(row[store.I_TYPE], row[2], +1)
             tx.announce(row)
         for i in new:
             if deps_of[i]:

@@ -44,6 +44,7 @@ class Task(BaseModel):
     on_child_failure = pw.TextField(default="fail")
     weight = pw.FloatField(default=1)
     handler_done = pw.IntegerField(default=0)
+    prev_status = pw.TextField(null=True)  # set by every status UPDATE: what it replaced
 
     class Meta:
         table_name = "tasks"

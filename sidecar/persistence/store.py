@@ -79,6 +79,7 @@ I_POLICY = COLUMNS.index("on_child_failure")
 I_TYPE = COLUMNS.index("type")
 I_ERROR = COLUMNS.index("error")
 I_RESULT = _I_RESULT
+PREV_STATUS = len(COLUMNS)  # the extra element of a row returned by transition()
 
 Row = tuple[Any, ...]
 Task = dict[str, Any]
@@ -154,8 +155,9 @@ def transition(
 ) -> Row | None:
     """Move a task to ``target`` if the state machine allows it from its current status.
 
-    ``sets`` are extra columns to write in the same statement. Returns the new row, or None when
-    the task does not exist or its current status may not move to ``target``.
+    ``sets`` are extra columns to write in the same statement. Returns the new row followed by the
+    status it replaced (``row[PREV_STATUS]``), or None when the task does not exist or its current
+    status may not move to ``target``.
     """
     key = (target, tuple(sets))
     sql = _transition_sql_cache.get(key)
@@ -164,8 +166,9 @@ def transition(
         extra = "".join(f', "{col}" = ?' for col in sets)
         marks = ", ".join("?" * len(allowed))
         sql = (
-            f'UPDATE "tasks" SET "status" = ?, "updated_at" = ?, "version" = "version" + 1{extra} '
-            f'WHERE "id" = ? AND "status" IN ({marks}) RETURNING {_COLS}'
+            f'UPDATE "tasks" SET "status" = ?, "prev_status" = "status", "updated_at" = ?, '
+            f'"version" = "version" + 1{extra} '
+            f'WHERE "id" = ? AND "status" IN ({marks}) RETURNING {_COLS}, "prev_status"'
         )
         sql = sql.replace("IN ()", "IN (NULL)")
         _transition_sql_cache[key] = sql
@@ -256,18 +259,39 @@ def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int
 
 def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
     """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts."""
+    deltas: dict[tuple[str, str], int] = {}
     requeued = conn.execute(
-        'UPDATE "tasks" SET "status" = \'QUEUED\', "run_at" = ?, "updated_at" = ?, '
-        '"version" = "version" + 1 WHERE "status" = \'RUNNING\' AND "attempt" < "max_attempts"',
+        'UPDATE "tasks" SET "status" = \'QUEUED\', "prev_status" = "status", "run_at" = ?, '
+        '"updated_at" = ?, "version" = "version" + 1 '
+        'WHERE "status" = \'RUNNING\' AND "attempt" < "max_attempts" RETURNING "type"',
         (now, now),
-    ).rowcount
+    ).fetchall()
     failed = conn.execute(
-        'UPDATE "tasks" SET "status" = \'FAILED\', "completed_at" = ?, "updated_at" = ?, '
+        'UPDATE "tasks" SET "status" = \'FAILED\', "prev_status" = "status", "completed_at" = ?, '
+        '"updated_at" = ?, '
         '"error" = \'interrupted: the sidecar stopped during the last of \' || "max_attempts" || \' attempts\', '
-        '"version" = "version" + 1 WHERE "status" = \'RUNNING\'',
+        '"version" = "version" + 1 WHERE "status" = \'RUNNING\' RETURNING "type"',
         (now, now),
-    ).rowcount
-    return requeued, failed
+    ).fetchall()
+    for rows, status in ((requeued, "QUEUED"), (failed, "FAILED")):
+        for (type_,) in rows:
+            deltas[(type_, "RUNNING")] = deltas.get((type_, "RUNNING"), 0) - 1
+            deltas[(type_, status)] = deltas.get((type_, status), 0) + 1
+    apply_counts(conn, deltas)
+    return len(requeued), len(failed)
+
+
+_COUNT_UPSERT = (
+    'INSERT INTO "task_counts" ("type", "status", "n") VALUES (?, ?, ?) '
+    'ON CONFLICT ("type", "status") DO UPDATE SET "n" = "n" + excluded."n"'
+)
+
+
+def apply_counts(conn: sqlite3.Connection, deltas: dict[tuple[str, str], int]) -> None:
+    """Add net status changes to ``task_counts`` (inserts and transitions; deletes have a trigger)."""
+    changes = [(t, s, n) for (t, s), n in deltas.items() if n]
+    if changes:
+        conn.executemany(_COUNT_UPSERT, changes)
 
 
 def delete(conn: sqlite3.Connection, task_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -246,3 +247,41 @@ def test_deleting_a_parent_removes_its_subtree(sidecar: SidecarProcess) -> None:
     sidecar.wait_status(tasks[0]["id"], "COMPLETED", timeout=10)
     assert sidecar.call("tasks.delete", {"id": tasks[0]["id"]}) == {"deleted": 4}
     assert sidecar.call("tasks.stats")["total"] == 0
+
+
+def test_stats_stay_exact_through_every_kind_of_change(start_sidecar, db_path: Path) -> None:
+    import sqlite3
+
+    first = start_sidecar("--concurrency", "2")
+    batch_tasks = first.call("tasks.createMany", {"tasks": batch(6, fail={2}, seconds=0.2)})["tasks"]
+    chain = first.call("tasks.createMany", {"tasks": [
+        {"ref": "a", "type": "demo.fail"}, {"ref": "b", "type": "demo.noop", "dependsOn": ["a"]},
+    ]})["tasks"]
+    long = first.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}})
+    paused = first.call("tasks.create", {"type": "demo.noop", "runAt": 4_000_000_000_000})
+    first.call("tasks.pause", {"id": paused["id"]})
+    first.wait_status(batch_tasks[0]["id"], "FAILED", timeout=15)
+    first.wait_status(chain[1]["id"], "FAILED")
+    first.wait_status(long["id"], "RUNNING")
+    first.call("tasks.retry", {"id": chain[0]["id"]})
+    first.call("tasks.delete", {"id": batch_tasks[0]["id"]}) if first.call(
+        "tasks.get", {"id": batch_tasks[0]["id"]})["status"] == "FAILED" and all(
+        first.call("tasks.get", {"id": t["id"]})["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+        for t in batch_tasks[1:]) else None
+    first.kill()  # the running one is recovered at the next start
+    second = start_sidecar()
+    deadline = time.monotonic() + 10
+    while second.call("tasks.get", {"id": chain[0]["id"]})["status"] != "FAILED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    second.call("tasks.prune", {"statuses": ["CANCELLED"]})
+    stats = second.call("tasks.stats")
+    conn = sqlite3.connect(db_path)
+    try:
+        truth: dict[str, dict[str, int]] = {}
+        for type_, status, n in conn.execute("SELECT type, status, COUNT(*) FROM tasks GROUP BY 1, 2"):
+            truth.setdefault(type_, {})[status] = n
+    finally:
+        conn.close()
+    assert stats["byType"] == truth
+    assert stats["total"] == sum(sum(v.values()) for v in truth.values())

@@ -106,18 +106,16 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
     assert "tasks_claim" in plan
 
 
-def test_counters_follow_inserts_transitions_and_deletes(db_file: Path) -> None:
+def test_counts_apply_deltas_and_deletes_count_themselves(db_file: Path) -> None:
     conn = connect(db_file)
     ids = insert(conn, 5)
-    store.transition(conn, ids[0], Status.CANCELLED, 2000, completed_at=2000)
-    store.transition(conn, ids[1], Status.RUNNING, 2000)
-    store.delete(conn, ids[2])
-    expected = {}
-    for type_, status, n in conn.execute("SELECT type, status, COUNT(*) FROM tasks GROUP BY 1, 2"):
-        expected.setdefault(type_, {})[status] = n
+    store.apply_counts(conn, {("demo.noop", "QUEUED"): 5})
+    row = store.transition(conn, ids[0], Status.CANCELLED, 2000, completed_at=2000)
+    assert row[store.PREV_STATUS] == "QUEUED"
+    store.apply_counts(conn, {("demo.noop", "QUEUED"): -1, ("demo.noop", "CANCELLED"): 1})
+    store.delete(conn, ids[1])  # the trigger
     stats = store.stats(conn)
-    assert stats["byType"] == expected and stats["total"] == 4
-    assert stats["byStatus"]["QUEUED"] == 2 and stats["byStatus"]["CANCELLED"] == 1
+    assert stats["byType"] == {"demo.noop": {"QUEUED": 3, "CANCELLED": 1}} and stats["total"] == 4
 
 
 def test_list_by_several_statuses_merges_newest_first_and_pages(db_file: Path) -> None:
