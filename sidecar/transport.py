@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
@@ -63,14 +64,21 @@ class FrameWriter:
     """One writer thread; callers enqueue messages and never block on the pipe.
 
     A message is a JSON-serialisable value or a callable producing one at write time (so numbering
-    can follow the order of writing). When the reader falls behind by more than ``coalesce_after``
-    frames, a message sent with a ``key`` replaces the pending one with the same key instead of
-    queueing behind it: memory stays bounded by the number of distinct keys, not of messages.
+    can follow the order of writing). When the reader has stopped reading — a write blocked for
+    ``stall_s`` with more than ``coalesce_after`` frames waiting, or ``hard_limit`` frames waiting
+    in any case — a message sent with a ``key`` replaces the pending one with the same key instead
+    of queueing behind it: memory stays bounded by the number of distinct keys, not of messages.
+    A reader that is merely slow (a burst of 5,000 creates) gets every message.
     """
 
-    def __init__(self, fd: int, coalesce_after: int = 1000) -> None:
+    def __init__(
+        self, fd: int, coalesce_after: int = 1000, stall_s: float = 1.0, hard_limit: int = 100_000
+    ) -> None:
         self._fd = fd
         self._coalesce_after = coalesce_after
+        self._stall_s = stall_s
+        self._hard_limit = hard_limit
+        self._write_started: float | None = None
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._by_key: dict[Any, list[Any]] = {}
         self._cond = threading.Condition()
@@ -82,7 +90,7 @@ class FrameWriter:
 
     def send(self, message: Any, key: Any = None) -> None:
         with self._cond:
-            if key is not None and len(self._pending) > self._coalesce_after:
+            if key is not None and self._reader_stalled():
                 entry = self._by_key.get(key)
                 if entry is not None:
                     entry[1] = message
@@ -93,6 +101,17 @@ class FrameWriter:
             if key is not None:
                 self._by_key[key] = entry
             self._cond.notify()
+
+    def _reader_stalled(self) -> bool:
+        waiting = len(self._pending)
+        if waiting > self._hard_limit:
+            return True
+        started = self._write_started
+        return (
+            waiting > self._coalesce_after
+            and started is not None
+            and time.monotonic() - started > self._stall_s
+        )
 
     @property
     def backlog(self) -> int:
@@ -125,7 +144,9 @@ class FrameWriter:
         view = memoryview(data)
         try:
             while view:
+                self._write_started = time.monotonic()
                 written = os.write(self._fd, view)
+                self._write_started = None
                 view = view[written:]
         except OSError as exc:  # the reader went away; keep working, stdin EOF will follow
             self._broken = True

@@ -63,3 +63,21 @@ def test_a_reader_that_stops_reading_does_not_stall_work(tmp_path: Path) -> None
     assert len(last) == total and set(last.values()) == {"COMPLETED"}
     assert len(updates) < 3 * total  # merged while the reader was away
     assert sum(1 for m in messages if isinstance(m, dict) and "result" in m) == 3
+
+
+def test_a_reader_that_keeps_reading_gets_every_transition(start_sidecar) -> None:
+    sidecar = start_sidecar()
+    tasks = []
+    for _ in range(3):
+        tasks += sidecar.call("tasks.createMany", {"tasks": [{"type": "demo.noop"}] * 1500}, timeout=60)["tasks"]
+    for t in tasks[-10:]:
+        sidecar.wait_status(t["id"], "COMPLETED", timeout=60)
+    deadline = time.monotonic() + 60
+    while True:
+        seen: dict[str, list[str]] = {}
+        for u in sidecar.updates():
+            seen.setdefault(u["id"], []).append(u["status"])
+        if all(seen.get(t["id"], [""])[-1] == "COMPLETED" for t in tasks) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(seen[t["id"]] == ["QUEUED", "RUNNING", "COMPLETED"] for t in tasks)
