@@ -64,6 +64,12 @@ def check(task_id: str, current: Status | str, target: Status | str) -> None:
         raise IllegalTransition(task_id, str(current), str(target))
 
 
+_SOURCES: dict[Status, tuple[str, ...]] = {
+    target: tuple(sorted(s.value for s, targets in TRANSITIONS.items() if target in targets))
+    for target in Status
+}
+
+
 def sources(target: Status) -> tuple[str, ...]:
     """The statuses from which ``target`` may be reached, for an UPDATE's WHERE guard."""
-    return tuple(sorted(s.value for s, targets in TRANSITIONS.items() if target in targets))
+    return _SOURCES[Status(target)]
