@@ -22,10 +22,9 @@ from sidecar.errors import (
     InvalidParams,
     ShuttingDown,
     TaskNotFound,
-    UnknownTaskType,
 )
 from sidecar.persistence import store
-from sidecar.protocol import MethodSpec, check
+from sidecar.protocol import MethodSpec
 
 if TYPE_CHECKING:
     from sidecar.server import Sidecar

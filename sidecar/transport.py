@@ -17,7 +17,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import orjson
