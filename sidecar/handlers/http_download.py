@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sidecar.handlers.context import TaskContext, TaskError
+from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
 
 CHUNK = 64 * 1024
@@ -139,28 +140,13 @@ def check_details(details: dict[str, Any], options: AppOptions) -> None:
 # ------------------------------------------------------------------ helpers
 
 
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"  # pragma: no cover
-
-
-def _fmt_eta(seconds: float) -> str:
-    seconds = int(seconds + 0.5)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def progress_message(done: int, total: int | None, speed: float | None) -> str:
     """``12.0 MiB of 30.0 MiB · 2.0 MiB/s · ETA 0:09`` (bytes only when the size is unknown)."""
-    text = _fmt_bytes(done) if total is None else f"{_fmt_bytes(done)} of {_fmt_bytes(total)}"
+    text = human_bytes(done) if total is None else f"{human_bytes(done)} of {human_bytes(total)}"
     if speed:
-        text += f" · {_fmt_bytes(speed)}/s"
+        text += f" · {human_bytes(speed)}/s"
         if total is not None and total > done:
-            text += f" · ETA {_fmt_eta((total - done) / speed)}"
+            text += f" · ETA {clock((total - done) / speed)}"
     return text
 
 

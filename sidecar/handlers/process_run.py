@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sidecar.handlers.context import TaskContext, TaskError
+from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
 
 KILL_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long (the engine's own grace is 5 s)
@@ -91,21 +92,6 @@ YTDLP_PROGRESS_TEMPLATE = (
 )
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 def parse_ytdlp_line(line: str) -> Progress | None:
     """A yt-dlp output line (``--newline``, or the ``[progress]`` template above) → Progress."""
     line = ANSI.sub("", line).strip()
@@ -119,11 +105,11 @@ def parse_ytdlp_line(line: str) -> Progress | None:
         total = float(m["total"]) if m["total"] not in ("NA", "None") else None
         speed = float(m["speed"]) if m["speed"] and m["speed"] not in ("NA", "None") else None
         eta = int(m["eta"]) if m["eta"] and m["eta"] not in ("NA", "None") else None
-        text = _human(done) + (f" of {_human(total)}" if total else "")
+        text = human_bytes(done) + (f" of {human_bytes(total)}" if total else "")
         if speed:
-            text += f" · {_human(speed)}/s"
+            text += f" · {human_bytes(speed)}/s"
         if eta is not None:
-            text += f" · ETA {_clock(eta)}"
+            text += f" · ETA {clock(eta)}"
         return Progress(min(100.0, done * 100.0 / total) if total else None, text)
     m = _YTDLP_TEMPLATE_PERCENT.match(line)
     if m:
@@ -191,7 +177,7 @@ class FfmpegParser:
     def _report(self, *, end: bool) -> Progress:
         parts = []
         if self.out_time_s is not None:
-            parts.append(_clock(self.out_time_s) + (f" of {_clock(self.duration_s)}" if self.duration_s else ""))
+            parts.append(clock(self.out_time_s) + (f" of {clock(self.duration_s)}" if self.duration_s else ""))
         if self.speed:
             parts.append(self.speed)
         message = " · ".join(parts) or None
