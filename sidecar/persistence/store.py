@@ -45,30 +45,15 @@ COLUMNS: tuple[str, ...] = (
     "handler_done",  # internal: not a field of the protocol's Task (dropped by task_from_row)
 )
 _COLS = ", ".join(f'"{c}"' for c in COLUMNS)
-_FIELD_NAMES = (
-    "id",
-    "type",
-    "status",
-    "parentId",
-    "progress",
-    "message",
-    "details",
-    "result",
-    "error",
-    "priority",
-    "attempt",
-    "maxAttempts",
-    "runAt",
-    "idempotencyKey",
-    "createdAt",
-    "updatedAt",
-    "startedAt",
-    "completedAt",
-    "version",
-    "dependsOn",
-    "onChildFailure",
-    "weight",
-)
+
+
+def _camel(column: str) -> str:
+    head, *rest = column.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+# The protocol's Task fields: every column before the internal ones, in camelCase.
+_FIELD_NAMES = tuple(_camel(c) for c in COLUMNS[: COLUMNS.index("handler_done")])
 _I_DETAILS = COLUMNS.index("details")
 _I_RESULT = COLUMNS.index("result")
 _I_PROGRESS = COLUMNS.index("progress")
