@@ -168,7 +168,9 @@ def markdown(res: dict[str, Any]) -> str:
     load = ", ".join(f"{x:.2f}" for x in m.get("loadavg_at_start", []))
     w(f"Machine: {m.get('cpu')} · {m.get('cores')} cores · {m.get('memory_gb')} GB · {m.get('os')} · "
       f"Python {m.get('python')} (SQLite {m.get('sqlite_python')}) · Node {m.get('node')} · "
-      f"load average at start {load}. The machine is shared and noisy: read the ratios (measured "
+      f"load average at start {load}. Sidecar at commit {m.get('sidecar_commit')}"
+      f"{' (sidecar/ had uncommitted changes)' if m.get('sidecar_tree_dirty') else ''}, run from "
+      f"its own venv (`bench/.venv-sidecar`: only its own dependencies). The machine is shared and noisy: read the ratios (measured "
       "side by side, order rotated between rounds) rather than the absolute numbers.\n")
     if meta.get("sidecar_failures"):
         w("**The sidecar misbehaved in this run:**\n")

@@ -126,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     log.write_text("")
     started = time.time()
     facts = machine_facts()
+    sidecar_python = os.environ.get("BENCH_SIDECAR_PYTHON", PY)
+    facts["sidecar_python"] = sidecar_python
+    facts["sidecar_commit"] = _git("rev-parse", "--short", "HEAD")
+    facts["sidecar_tree_dirty"] = bool(_git("status", "--porcelain", "--", "sidecar"))
     versions = {"task-sidecar": dist_version("task-sidecar"), "huey": dist_version("huey"),
                 "persist-queue": dist_version("persist-queue"), "litequeue": dist_version("litequeue"),
                 "DBOS": dist_version("dbos") if with_dbos else None}
@@ -236,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("the sidecar misbehaved:\n  " + "\n  ".join(sidecar_failures) + "\n")
         return 1
     return 0
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=str(ROOT), capture_output=True, text=True,
+                              timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _schema_signature() -> str:
