@@ -8,6 +8,7 @@ writes wait for the engine's group commit without blocking the reader.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable
@@ -204,6 +205,9 @@ class Protocol:
                 raise JsonRpcError(exc.code, exc.message, exc.data) from None
 
         method.__name__ = spec.name
+        # jsonrpcserver binds params against inspect.signature() on every call; a precomputed
+        # __signature__ makes that lookup cheap (about half of a ping's dispatch time).
+        method.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
         return method
 
     def handle(self, line: bytes, respond: Respond) -> None:

@@ -25,6 +25,7 @@ from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.
 from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
+from sidecar.persistence.checkpointer import Checkpointer
 from sidecar.protocol import Notifier, Protocol, error_response, warm_up
 from sidecar.transport import StdioTransport, TooLong
 
@@ -128,6 +129,8 @@ class Sidecar:
             )
             protocol = Protocol(build_methods(self))
             self.engine.start()
+            checkpointer = Checkpointer(self.read_conn)
+            checkpointer.start()
             notifier.notify(
                 "sidecar.ready",
                 {
@@ -143,6 +146,7 @@ class Sidecar:
             self._serve(transport, protocol)
             log.info("stopping (%s)", self._stop_reason or "stdin closed")
             self.engine.shutdown()
+            checkpointer.stop()
             models.database.close()
             return EXIT_OK
         finally:
