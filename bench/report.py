@@ -242,6 +242,10 @@ def markdown(res: dict[str, Any]) -> str:
           f"{_fmt(c['p50'], 2)} / {_fmt(c['p95'], 2)} / {_fmt(c['p99'], 2)} |")
 
     lat_row("idle", sc.get("latency_idle"))
+    ping = _get(sc, "latency_idle", "ping_ms")
+    if ping:
+        w(f"| (for scale: `system.ping` round trip, idle) | {_fmt(ping['p50'], 2)} / {_fmt(ping['p95'], 2)} / "
+          f"{_fmt(ping['p99'], 2)} | |")
     q = sc.get("latency_queued") or {}
     lat_row(f"{plan['queued']:,} QUEUED, due tomorrow", q)
     lat_row(f"{plan['queued']:,} due no-op tasks draining; probe at priority 10", q.get("busy"))

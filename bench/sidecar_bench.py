@@ -184,6 +184,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
         if stats["byStatus"]["QUEUED"] != a.queued:
             fail(f"expected {a.queued} queued, stats say {stats['byStatus']}")
         time.sleep(0.5)
+    ping = [sc.timed_call("system.ping")[0] for _ in range(100)]  # the protocol floor, for scale
     lat = idle_latency(sc, a.samples)
     busy = None
     if a.busy:
@@ -194,7 +195,8 @@ def cmd_latency(a: argparse.Namespace) -> None:
         busy = idle_latency(sc, min(a.samples, 100), gap_s=0.002, priority=10)
         _wait_all(sc, backlog, "COMPLETED", 300, "busy backlog")
     _finish(sc)
-    emit({"queued": a.queued, "samples": a.samples, **lat, "busy": busy, "busy_backlog": a.busy})
+    emit({"queued": a.queued, "samples": a.samples, **lat, "ping_ms": summary(ping),
+          "busy": busy, "busy_backlog": a.busy})
 
 
 # ---------------------------------------------------------------- progress fan-out
