@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sidecar.server import Sidecar
 
 ID = {"type": "string", "minLength": 1, "maxLength": 200}
+MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z in epoch ms: dates and durations stay below it
 STATUS = {"enum": [s.value for s in Status]}
 TERMINAL_STATUS = {"enum": sorted(s.value for s in TERMINAL)}
 CREATE_ITEM: dict[str, Any] = {
@@ -40,7 +41,7 @@ CREATE_ITEM: dict[str, Any] = {
         "parentId": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
         "priority": {"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
         "maxAttempts": {"type": "integer", "minimum": 1, "maximum": 1000},
-        "runAt": {"type": "integer", "minimum": 0, "maximum": 253_402_300_799_999},
+        "runAt": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
         "idempotencyKey": {"type": ["string", "null"], "minLength": 1, "maxLength": 500},
         "dependsOn": {"type": "array", "items": ID, "maxItems": 10_000},
         "ref": {"type": "string", "minLength": 1, "maxLength": 200},
@@ -302,7 +303,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
                    lambda p: write(lambda tx: graph.prune(
                        tx, p.get("olderThanMs", 0),
                        p.get("statuses") or sorted(s.value for s in TERMINAL))),
-                   params=_obj({"olderThanMs": {"type": "integer", "minimum": 0},
+                   params=_obj({"olderThanMs": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
                                 "statuses": {"type": "array", "items": TERMINAL_STATUS, "minItems": 1}}),
                    result=_obj({"deleted": {"type": "integer"}})),
     ]

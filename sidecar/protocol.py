@@ -40,6 +40,34 @@ def warm_up() -> None:
     import jsonrpcserver  # noqa: F401  (~100 ms with jsonschema and asyncio)
 
 MAX_BATCH = 10_000
+MAX_DEPTH = 64  # nesting allowed in params; orjson cannot write values nested past ~254 levels
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The path of the first spot nested deeper than ``limit`` levels, or None."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, dict):
+            if depth >= limit:
+                return path
+            stack.extend((v, f"{path}.{k}" if path else str(k), depth + 1) for k, v in item.items())
+        elif isinstance(item, list):
+            if depth >= limit:
+                return path
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(item))
+    return None
+
+
+def unserializable(message: Any, exc: Exception) -> Any:
+    """What to write instead of a message that cannot be encoded: a response still answers its id."""
+    log.error("cannot encode an outgoing message (%s); %s", exc,
+              "answering with an internal error" if isinstance(message, dict) and "id" in message
+              else "dropped")
+    if isinstance(message, dict) and "id" in message and "method" not in message:
+        return error_response(INTERNAL_ERROR, "Internal error", f"the result could not be encoded: {exc}",
+                              message["id"])
+    return None
 Respond = Callable[[Any], None]
 
 
@@ -199,6 +227,9 @@ class Protocol:
             try:
                 if args:
                     raise InvalidParams("params", "must be an object of named params")
+                deep = too_deep(params)
+                if deep is not None:
+                    raise InvalidParams(deep, f"is nested deeper than {MAX_DEPTH} levels")
                 spec.validator.check(params)
                 return Success(spec.call(params))
             except SidecarError as exc:

@@ -26,7 +26,7 @@ from sidecar.handlers.registry import AppOptions, Registry, default_registry, lo
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
 from sidecar.persistence.checkpointer import Checkpointer
-from sidecar.protocol import Notifier, Protocol, error_response, warm_up
+from sidecar.protocol import Notifier, Protocol, error_response, unserializable, warm_up
 from sidecar.transport import StdioTransport, TooLong
 
 log = logging.getLogger("sidecar")
@@ -49,6 +49,12 @@ class Config:
     allow_hosts: list[str] = field(default_factory=list)
     max_db_pages: int | None = None
     move_aside_corrupt: bool = False
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    """A damaged or foreign file, as opposed to a locked, read-only or missing one."""
+    text = str(exc).lower()
+    return any(mark in text for mark in ("not a database", "malformed", "corrupt"))
 
 
 class _Stop(Exception):
@@ -76,7 +82,7 @@ class Sidecar:
             self._stop_reason = reason
 
     def run(self) -> int:
-        transport = StdioTransport(self.config.max_message_bytes)
+        transport = StdioTransport(self.config.max_message_bytes, on_unencodable=unserializable)
         try:
             return self._run(transport)
         finally:
@@ -89,9 +95,10 @@ class Sidecar:
             allow_hosts=list(self.config.allow_hosts),
         )
         load_modules(self.config.handler_modules)
-        os.makedirs(os.path.dirname(self.db_path) or ".", exist_ok=True)
-        lock = FileLock(self.db_path + ".lock")
+        lock = FileLock(self.db_path + ".lock", mode=0o600)
         try:
+            # Private to the user: tasks' details and results may name their files and URLs.
+            os.makedirs(os.path.dirname(self.db_path) or ".", mode=0o700, exist_ok=True)
             lock.acquire(timeout=0)
         except Timeout:
             log.error(
@@ -99,13 +106,19 @@ class Sidecar:
                 self.db_path, self.db_path,
             )
             return EXIT_LOCKED
+        except OSError as exc:
+            log.error("cannot use database %s: %s (is the directory writable?)", self.db_path, exc)
+            return EXIT_DATABASE
         try:
             try:
                 recovered = self._open_database()
             except migrations.SchemaTooNew as exc:
                 log.error("cannot open database %s: %s", self.db_path, exc)
                 return EXIT_DATABASE
-            except (sqlite3.DatabaseError, peewee.DatabaseError) as exc:
+            except (sqlite3.DatabaseError, peewee.DatabaseError, OSError) as exc:
+                if not _is_corruption(exc):
+                    log.error("cannot open database %s: %s", self.db_path, exc)
+                    return EXIT_DATABASE
                 if not self.config.move_aside_corrupt:
                     log.error(
                         "cannot open database %s: %s. If the file is corrupt, start once with "
@@ -164,6 +177,9 @@ class Sidecar:
         return target
 
     def _open_database(self) -> dict[str, Any]:
+        if not os.path.exists(self.db_path):
+            # Create it private: SQLite gives the -wal and -shm files the database file's mode.
+            os.close(os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600))
         db = models.open_database(
             self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
         )

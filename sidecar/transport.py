@@ -17,6 +17,7 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import orjson
@@ -71,9 +72,15 @@ class FrameWriter:
     """
 
     def __init__(
-        self, fd: int, coalesce_after: int = 1000, stall_s: float = 1.0, hard_limit: int = 100_000
+        self,
+        fd: int,
+        coalesce_after: int = 1000,
+        stall_s: float = 1.0,
+        hard_limit: int = 100_000,
+        on_unencodable: Callable[[Any, Exception], Any] = lambda message, exc: None,
     ) -> None:
         self._fd = fd
+        self._on_unencodable = on_unencodable
         self._coalesce_after = coalesce_after
         self._stall_s = stall_s
         self._hard_limit = hard_limit
@@ -135,7 +142,18 @@ class FrameWriter:
                     if entry[0] is not None and self._by_key.get(entry[0]) is entry:
                         del self._by_key[entry[0]]
                     batch.append(entry[1])
-            self._write(b"".join(_frame(m() if callable(m) else m) for m in batch))
+            self._write(b"".join(self._encode(m) for m in batch))
+
+    def _encode(self, message: Any) -> bytes:
+        # This thread must survive any message: one that cannot be encoded is replaced (a
+        # response by an error for its id) or dropped, never allowed to stop the stream.
+        try:
+            if callable(message):
+                message = message()
+            return _frame(message)
+        except Exception as exc:  # noqa: BLE001 - orjson raises TypeError/JSONEncodeError
+            replacement = self._on_unencodable(message, exc)
+            return _frame(replacement) if replacement is not None else b""
 
     def _write(self, data: bytes) -> None:
         if self._broken:
@@ -159,7 +177,9 @@ def _frame(message: Any) -> bytes:
 
 
 class StdioTransport:
-    def __init__(self, max_message_bytes: int) -> None:
+    def __init__(
+        self, max_message_bytes: int, on_unencodable: Callable[[Any, Exception], Any] = lambda m, e: None
+    ) -> None:
         # Keep private copies of the real stdin/stdout for the protocol ...
         self._out_fd = os.dup(1)
         self._in_fd = os.dup(0)
@@ -170,7 +190,7 @@ class StdioTransport:
         os.close(devnull)
         sys.stdout = sys.stderr
         self.reader = LineReader(os.fdopen(self._in_fd, "rb", buffering=1 << 16), max_message_bytes)
-        self.writer = FrameWriter(self._out_fd)
+        self.writer = FrameWriter(self._out_fd, on_unencodable=on_unencodable)
 
     def send(self, message: Any, key: Any = None) -> None:
         self.writer.send(message, key)

@@ -42,6 +42,7 @@ Op = Callable[["Tx"], Any]
 MAX_BATCH = 2000
 PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress announcements per second per task
 STORAGE_RETRY_S = 1.0
+MAX_WAIT_S = 60.0
 
 
 def now_ms() -> int:
@@ -214,11 +215,11 @@ class Engine:
         self._conn = self._connect()
         try:
             while not self._stopped.is_set():
-                items = self._next_items()
-                self._run(items)
-        except Exception:  # pragma: no cover - a bug; make it loud
-            log.critical("engine loop crashed:\n%s", traceback.format_exc())
-            raise
+                try:
+                    self._run(self._next_items())
+                except Exception:  # a bug: say it loudly, but keep serving
+                    log.critical("engine loop error:\n%s", traceback.format_exc())
+                    time.sleep(0.1)
         finally:
             self._stopped.set()
 
@@ -233,7 +234,8 @@ class Engine:
                 when.append((self._wake_at_ms - now_ms()) / 1000.0)
         if not when:
             return None
-        return max(0.0, min(when))
+        # capped: a runAt centuries ahead must not overflow the wait (and clocks do jump)
+        return min(MAX_WAIT_S, max(0.0, min(when)))
 
     def _next_items(self) -> list[_Item]:
         items: list[_Item] = []

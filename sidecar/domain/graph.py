@@ -471,9 +471,9 @@ class Graph:
         deleted: list[str] = []
         while True:
             ids = store.prune(tx.conn, statuses, cutoff)
-            deleted.extend(ids)
-            if len(ids) < 5000:
+            if not ids:
                 break
+            deleted.extend(ids)
         tx.deleted.extend(deleted)
         return {"deleted": len(deleted)}
 

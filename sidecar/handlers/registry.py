@@ -122,10 +122,11 @@ handler = default_registry.handler
 def load_modules(names: list[str]) -> None:
     """Import the app's handler modules (``--handlers``); they register into the default registry.
 
-    Like ``python -m``, the working directory is importable, so ``--handlers myapp.handlers``
-    works from the app's folder with the installed ``task-sidecar`` script too.
+    The working directory is importable (last, so it never shadows an installed module), so
+    ``--handlers myapp.handlers`` works from the app's folder with the installed ``task-sidecar``
+    script too. A frozen build imports only what was frozen into it.
     """
-    if names and os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    if names and not getattr(sys, "frozen", False) and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     for name in names:
         importlib.import_module(name)

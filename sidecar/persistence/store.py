@@ -286,17 +286,35 @@ def delete(conn: sqlite3.Connection, task_id: str) -> int:
 def prune(
     conn: sqlite3.Connection, statuses: Iterable[str], completed_before: int, limit: int = 5000
 ) -> list[str]:
-    """Delete up to ``limit`` terminal tasks finished before ``completed_before``; returns ids."""
+    """Delete up to ``limit`` finished tasks (with their subtrees) finished before ``completed_before``.
+
+    Returns every id removed, the subtrees' included: the foreign key cascades to children, and a
+    cache driven by task.deleted must hear of them too.
+    """
     statuses = tuple(statuses)
     marks = ", ".join("?" * len(statuses))
-    rows = conn.execute(
-        f'DELETE FROM "tasks" WHERE "rowid" IN (SELECT "rowid" FROM "tasks" '
-        f'WHERE "status" IN ({marks}) AND "completed_at" < ? AND NOT EXISTS (SELECT 1 FROM "tasks" c '
-        f"WHERE c.\"parent_id\" = \"tasks\".\"id\" AND c.\"status\" NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')) "
-        f'LIMIT ?) RETURNING "id"',
-        (*statuses, completed_before, limit),
-    ).fetchall()
-    return [r[0] for r in rows]
+    roots = [
+        r[0]
+        for r in conn.execute(
+            f'SELECT "id" FROM "tasks" WHERE "status" IN ({marks}) AND "completed_at" < ? '
+            f'AND NOT EXISTS (SELECT 1 FROM "tasks" c WHERE c."parent_id" = "tasks"."id" '
+            f"AND c.\"status\" NOT IN {_TERMINAL_SQL}) LIMIT ?",
+            (*statuses, completed_before, limit),
+        )
+    ]
+    if not roots:
+        return []
+    root_marks = ", ".join("?" * len(roots))
+    below = [
+        r[0]
+        for r in conn.execute(
+            f'WITH RECURSIVE sub("id") AS (SELECT "id" FROM "tasks" WHERE "parent_id" IN ({root_marks}) '
+            'UNION SELECT t."id" FROM "tasks" t JOIN sub ON t."parent_id" = sub."id") SELECT "id" FROM sub',
+            roots,
+        )
+    ]
+    conn.execute(f'DELETE FROM "tasks" WHERE "id" IN ({root_marks})', roots)
+    return list(dict.fromkeys([*roots, *below]))
 
 
 # ---------------------------------------------------------------- reads
