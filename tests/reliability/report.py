@@ -2,11 +2,12 @@
 
     .venv/bin/python -m tests.reliability.report            # full size (about an hour: 30-minute soak)
     .venv/bin/python -m tests.reliability.report --scale ci # the reduced CI size (about 3 minutes)
+    .venv/bin/python -m tests.reliability.report --merge -k load   # re-run one part, keep the rest
 
 Runs ``pytest tests/reliability`` with ``RELIABILITY_SCALE`` set and ``RELIABILITY_RESULTS`` pointing
 at a JSON-lines file the tests append their numbers to, then renders that file, the pass/xfail
-counts and the known bugs (strict-xfail reasons) as Markdown. Extra arguments go to pytest
-(e.g. ``-k crash_loop``).
+counts and the known bugs (strict-xfail reasons) as Markdown, with the raw numbers beside it in
+docs/reliability.json. Extra arguments go to pytest (e.g. ``-k crash_loop``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "reliability.md"
+RAW = ROOT / "docs" / "reliability.json"  # the numbers behind the table, for --merge and for diffs
 
 
 def run(scale: str, extra: list[str]) -> tuple[int, list[dict[str, Any]], str, float]:
@@ -48,7 +50,9 @@ def run(scale: str, extra: list[str]) -> tuple[int, list[dict[str, Any]], str, f
 
 def fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:,.2f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if abs(value) < 10:
+            return f"{value:.3g}"
+        return f"{value:,.1f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, (dict, list)):
@@ -70,20 +74,36 @@ def kv_table(entry: dict[str, Any], skip: tuple[str, ...] = ("test", "scale", "a
     return lines
 
 
-def render(scale: str, code: int, entries: list[dict[str, Any]], output: str, elapsed: float) -> str:
+def run_record(scale: str, code: int, output: str, elapsed: float, extra: list[str]) -> dict[str, Any]:
     summary = next((line for line in reversed(output.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
-    xfails = [line for line in output.splitlines() if line.startswith(("XFAIL", "XPASS", "FAILED", "ERROR", "SKIPPED"))]
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "scale": scale,
+        "args": extra,
+        "exit_code": code,
+        "summary": summary.strip("= "),
+        "minutes": round(elapsed / 60, 1),
+        "findings": [line for line in output.splitlines() if line.startswith(("XFAIL", "XPASS", "FAILED", "ERROR", "SKIPPED"))],
+    }
+
+
+def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+    scale = runs[-1]["scale"]
     out = [
         "# Reliability results",
         "",
-        f"Written by `python -m tests.reliability.report{'' if scale == 'full' else ' --scale ' + scale}` on {when}: "
-        f"scale **{scale}**, {platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"{elapsed / 60:.1f} minutes. Client-side timings over the real stdio pipes (JSON encode/decode included).",
+        f"Written by `python -m tests.reliability.report{'' if scale == 'full' else ' --scale ' + scale}` "
+        f"on {platform.machine()} with {os.cpu_count()} CPUs, Python {platform.python_version()} (a shared, "
+        "loaded 2-core machine: treat timings as upper bounds). Client-side timings over the real stdio "
+        "pipes, JSON encoding and decoding included. Raw numbers: [reliability.json](reliability.json).",
         "",
-        f"pytest: `{summary.strip('= ')}` (exit code {code})",
-        "",
+        "| run | scale | selection | pytest | minutes |",
+        "|---|---|---|---|---:|",
     ]
+    for run_ in runs:
+        selection = " ".join(run_["args"]) or "all"
+        out.append(f"| {run_['when']} | {run_['scale']} | `{selection}` | `{run_['summary']}` (exit {run_['exit_code']}) | {run_['minutes']} |")
+    out.append("")
     crash = latest(entries, "crash_loop")
     if crash:
         out += ["## Crash loop (SIGKILL at random moments)", "", *kv_table(crash), ""]
@@ -107,6 +127,11 @@ def render(scale: str, code: int, entries: list[dict[str, Any]], output: str, el
         for key, value in load.items():
             if isinstance(value, dict) and "p50_ms" in value:
                 out.append(f"| {key.replace('_', ' ')} | {value['n']} | {value['p50_ms']} | {value['p99_ms']} | {value['max_ms']} |")
+        for extra in (e for e in entries if e["test"].startswith("load_")):
+            for key, value in extra.items():
+                if isinstance(value, dict) and "p50_ms" in value:
+                    out.append(f"| {extra['test'][5:].replace('_', ' ')}: {key.replace('_', ' ')} "
+                               f"({extra.get('tasks', 0):,} tasks) | {value['n']} | {value['p50_ms']} | {value['p99_ms']} | {value['max_ms']} |")
         out.append("")
     soak = latest(entries, "soak")
     if soak:
@@ -116,9 +141,11 @@ def render(scale: str, code: int, entries: list[dict[str, Any]], output: str, el
         out += ["## Security checks", "", "See [security.md](security.md) for the claims these back.", ""]
         for e in security:
             out += [f"**{e['test'].replace('_', ' ')}**", "", *kv_table(e), ""]
-    if xfails:
-        out += ["## Known bugs and findings (strict xfail: each turns into a failure once fixed)", ""]
-        out += [f"* {line}" for line in xfails]
+    findings = list(dict.fromkeys(line for run_ in runs for line in run_["findings"]))
+    if findings:
+        out += ["## Known bugs and findings", "",
+                "Strict xfail tests: each turns into a failure (XPASS) once fixed. FAILED lines are failures of the run.", ""]
+        out += [f"* {line}" for line in findings]
         out.append("")
     return "\n".join(out)
 
@@ -127,10 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=("full", "ci"), default="full")
     parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument("--raw", type=Path, default=RAW, help="where the raw numbers go (JSON)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the numbers (and run lines) of tests not re-run from the existing raw file")
     args, extra = parser.parse_known_args(argv)
     code, entries, output, elapsed = run(args.scale, extra)
-    args.output.write_text(render(args.scale, code, entries, output, elapsed) + "\n")
-    print(f"wrote {args.output}")
+    runs = [run_record(args.scale, code, output, elapsed, extra)]
+    if args.merge and args.raw.exists():
+        old = json.loads(args.raw.read_text())
+        fresh = {e["test"] for e in entries}
+        entries = [e for e in old["entries"] if e["test"] not in fresh] + entries
+        runs = old["runs"] + runs
+    args.raw.write_text(json.dumps({"entries": entries, "runs": runs}, indent=1) + "\n")
+    args.output.write_text(render(entries, runs) + "\n")
+    print(f"wrote {args.output} and {args.raw}")
     return code
 
 

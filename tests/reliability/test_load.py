@@ -16,6 +16,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.reliability.common import (
     LeanClient,
     connect,
@@ -94,11 +96,17 @@ def summary(samples: list[float]) -> dict[str, float]:
             "max_ms": round(max(samples), 2)}
 
 
-def test_load(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int, float]:
     n = scaled(50_000, 1_000_000)
-    db = tmp_path / "load.db"
+    db = Path(tmp_path_factory.mktemp("load")) / "load.db"
     build_s = build_database(db, n)
-    assert not consistency_problems(db)  # the triggers kept task_counts right during the bulk insert
+    assert not consistency_problems(db)  # task_counts right after the bulk insert
+    return db, n, build_s
+
+
+def test_load(loaded: tuple[Path, int, float]) -> None:
+    db, n, build_s = loaded
 
     t0 = time.monotonic()
     client = LeanClient(db, "--log-level", "WARNING", "--concurrency", "4")
@@ -184,5 +192,24 @@ def test_load(tmp_path: Path) -> None:
     record("load", tasks=n, build_seconds=round(build_s, 1), ready_seconds=round(ready_s, 2), rss_mib=round(rss / 1024, 1),
            db_mib=round(db.stat().st_size / 2**20, 1), **results)
     for name, value in results.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and name != "list_first_page_by_type":  # (that one: the xfail test below)
             assert value["p99_ms"] < 1000, (name, value)  # a sanity bound, not a target
+
+
+@pytest.mark.xfail(strict=True, reason="bug: tasks.list with a type filter reads every task of that type and sorts "
+                                       "them (the (type) index, no (type, created_at) one): the first page costs "
+                                       "O(tasks of the type): ~40 ms at 50,000 tasks, ~1 s p50 / 3.3 s p99 at "
+                                       "1,000,000, against ~1 ms unfiltered")
+def test_a_type_filtered_first_page_costs_about_what_an_unfiltered_one_does(loaded: tuple[Path, int, float]) -> None:
+    db, n, _ = loaded
+    client = LeanClient(db, "--log-level", "WARNING")
+    try:
+        plain: list[float] = []
+        by_type: list[float] = []
+        for _ in range(30):
+            timed(plain, client.call, "tasks.list", {"limit": 50})
+            timed(by_type, client.call, "tasks.list", {"limit": 50, "type": ["app.convert"]})
+    finally:
+        assert client.stop() == 0
+    record("load_list_by_type", tasks=n, unfiltered=summary(plain), by_type=summary(by_type))
+    assert percentile(by_type, 50) <= 5 * max(percentile(plain, 50), 1.0) + 10, (summary(plain), summary(by_type))
