@@ -278,9 +278,6 @@ def test_starting_on_an_immutable_database_is_a_clear_start_up_error(tmp_path: P
 
 
 @needs_unshare
-@pytest.mark.xfail(strict=True, reason="bug: a database in a read-only directory crashes start-up with a "
-                                       "traceback (OSError EROFS creating DB.lock, exit 1) instead of a "
-                                       "clear start-up error with exit 4")
 def test_starting_on_a_read_only_mount_is_a_clear_start_up_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -300,9 +297,6 @@ def test_starting_on_a_read_only_mount_is_a_clear_start_up_error(tmp_path: Path)
     assert result.returncode == 4
 
 
-@pytest.mark.xfail(strict=True, reason="bug: --move-aside-corrupt-db moves a healthy database aside when it is "
-                                       "merely locked by another process at start-up ('database is locked' is "
-                                       "treated as corruption): the app starts empty")
 def test_move_aside_never_moves_a_healthy_but_locked_database(tmp_path: Path) -> None:
     db = tmp_path / "tasks.db"
     seed = SidecarProcess(db, "--log-level", "WARNING")

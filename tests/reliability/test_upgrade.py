@@ -3,7 +3,8 @@ it were corrupt: the refusal's advice (--move-aside-corrupt-db) would start the 
 
 Schema version 5 was first committed (fc551be) as trigger-kept counters; 2dfd01d rewrote migration
 5 in place (adding ``tasks.prev_status`` and dropping the insert/update triggers) instead of adding
-a migration 6, so a file already at user_version 5 is never migrated again.
+a migration 6, so a file already at user_version 5 was refused ("no such column: prev_status").
+Fixed in 86869a3 (migration 5 restored, migration 6 added); kept as a regression test.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 from pathlib import Path
-
-import pytest
 
 from tests.reliability.common import consistency_problems
 from tests.sidecar_client import ROOT, SidecarProcess, sidecar_command
@@ -66,10 +65,6 @@ def make_first_v5_database(db: Path) -> None:
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="bug: migration 5 was rewritten in place (2dfd01d) instead of adding "
-                                       "migration 6: a database already at user_version 5 from fc551be..01d2609 "
-                                       "is refused at start-up ('no such column: prev_status', exit 4) with advice "
-                                       "to move it aside as corrupt")
 def test_a_database_at_the_first_schema_5_opens_and_keeps_its_tasks(tmp_path: Path) -> None:
     db = tmp_path / "v5.db"
     make_first_v5_database(db)
