@@ -74,10 +74,17 @@ def kv_table(entry: dict[str, Any], skip: tuple[str, ...] = ("test", "scale", "a
     return lines
 
 
-def run_record(scale: str, code: int, output: str, elapsed: float, extra: list[str]) -> dict[str, Any]:
+def current_commit() -> str:
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "sidecar"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return head + (" + uncommitted sidecar/ changes" if dirty else "")
+
+
+def run_record(scale: str, code: int, output: str, elapsed: float, extra: list[str], commit: str = "?") -> dict[str, Any]:
     summary = next((line for line in reversed(output.splitlines()) if re.search(r"\d+ (passed|failed)", line)), "")
     return {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
         "scale": scale,
         "args": extra,
         "exit_code": code,
@@ -97,12 +104,12 @@ def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
         "loaded 2-core machine: treat timings as upper bounds). Client-side timings over the real stdio "
         "pipes, JSON encoding and decoding included. Raw numbers: [reliability.json](reliability.json).",
         "",
-        "| run | scale | selection | pytest | minutes |",
-        "|---|---|---|---|---:|",
+        "| run | commit | scale | selection | pytest | minutes |",
+        "|---|---|---|---|---|---:|",
     ]
     for run_ in runs:
         selection = " ".join(run_["args"]) or "all"
-        out.append(f"| {run_['when']} | {run_['scale']} | `{selection}` | `{run_['summary']}` (exit {run_['exit_code']}) | {run_['minutes']} |")
+        out.append(f"| {run_['when']} | {run_.get('commit', '?')} | {run_['scale']} | `{selection}` | `{run_['summary']}` (exit {run_['exit_code']}) | {run_['minutes']} |")
     out.append("")
     crash = latest(entries, "crash_loop")
     if crash:
@@ -158,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", action="store_true",
                         help="keep the numbers (and run lines) of tests not re-run from the existing raw file")
     args, extra = parser.parse_known_args(argv)
+    commit = current_commit()
     code, entries, output, elapsed = run(args.scale, extra)
-    runs = [run_record(args.scale, code, output, elapsed, extra)]
+    runs = [run_record(args.scale, code, output, elapsed, extra, commit)]
     if args.merge and args.raw.exists():
         old = json.loads(args.raw.read_text())
         fresh = {e["test"] for e in entries}
