@@ -145,6 +145,12 @@ def _v6_counts_by_the_engine(db: pw.SqliteDatabase) -> None:
     )
 
 
+def _v7_type_listing(db: pw.SqliteDatabase) -> None:
+    """A type-filtered page read in order from an index instead of sorting every task of the type."""
+    db.execute_sql('CREATE INDEX "tasks_type_status_created" ON "tasks" ("type", "status", "created_at")')
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_type"')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -152,6 +158,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v4_task_graphs,
     _v5_counters,
     _v6_counts_by_the_engine,
+    _v7_type_listing,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -366,29 +366,40 @@ def list_tasks(
 ) -> tuple[list[Row], tuple[int, int] | None]:
     """Newest first; keyset pagination on ``(created_at, rowid)``.
 
-    With several statuses, each status is read newest-first through the (status, created_at)
-    index and the small results merged, instead of sorting every matching row.
+    A filtered page is read as a merge of small ordered reads, one per (status) or (type, status)
+    the filter allows, each walking the (status, created_at) or (type, status, created_at) index
+    newest-first, instead of sorting every matching row.
     """
     where: list[str] = []
     params: list[Any] = []
-    if types:
-        where.append(f'"type" IN ({", ".join("?" * len(types))})')
-        params.extend(types)
     if parent_id is not None:
         where.append('"parent_id" = ?')
         params.append(parent_id)
     if after is not None:
         where.append('("created_at" < ? OR ("created_at" = ? AND "rowid" < ?))')
         params.extend((after[0], after[0], after[1]))
+    splits: list[tuple[str, list[Any]]] = []
+    wanted_statuses = list(dict.fromkeys(statuses)) if statuses else None
+    if types:
+        all_statuses = wanted_statuses or [s.value for s in Status]
+        pairs = [(t, s) for t in dict.fromkeys(types) for s in all_statuses]
+        if len(pairs) <= 64:
+            splits = [('"type" = ? AND "status" = ?', [t, s]) for t, s in pairs]
+        else:  # a very wide filter: one read with IN lists
+            where.append(f'"type" IN ({", ".join("?" * len(types))})')
+            params.extend(types)
+            if wanted_statuses:
+                splits = [('"status" = ?', [s]) for s in wanted_statuses]
+    elif wanted_statuses:
+        splits = [('"status" = ?', [s]) for s in wanted_statuses]
     order = ' ORDER BY "created_at" DESC, "rowid" DESC LIMIT ?'
     select = f'SELECT {_COLS}, "rowid" AS "rid" FROM "tasks"'
-    if statuses:
+    if splits:
         parts = []
         all_params: list[Any] = []
-        for status in dict.fromkeys(statuses):
-            clause = " AND ".join(['"status" = ?', *where])
-            parts.append(f"SELECT * FROM ({select} WHERE {clause}{order})")
-            all_params.extend([status, *params, limit + 1])
+        for clause, values in splits:
+            parts.append(f"SELECT * FROM ({select} WHERE {' AND '.join([clause, *where])}{order})")
+            all_params.extend([*values, *params, limit + 1])
         sql = " UNION ALL ".join(parts) + ' ORDER BY "created_at" DESC, "rid" DESC LIMIT ?'
         rows = conn.execute(sql, [*all_params, limit + 1]).fetchall()
     else:
