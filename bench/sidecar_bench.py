@@ -322,8 +322,9 @@ def cmd_rss(a: argparse.Namespace) -> None:
         ids, _ = _collect(sc, [rid], 60)
         all_ids += ids
         done += count
-        while len(sc.first_seen) - sc.count_status(all_ids[-20000:], "COMPLETED") > 20000:
-            time.sleep(0.01)  # keep the backlog bounded, like an app would
+        # keep the backlog bounded, like an app would: wait until at most 20,000 are unfinished
+        if done > 20000 and not sc.wait_status(all_ids[: done - 20000], "COMPLETED", 300):
+            fail("rss: tasks never completed")
     _wait_all(sc, all_ids, "COMPLETED", 600, "rss drain")
     time.sleep(1.0)
     after = sc.rss_mb()
