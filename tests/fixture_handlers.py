@@ -22,7 +22,9 @@ def noisy(ctx: TaskContext) -> dict:
     print("stray print from a handler")
     sys.stdout.write("stray sys.stdout write\n")
     os.write(1, b"raw write to fd 1\n")
-    subprocess.run([sys.executable, "-c", "print('child process output')"], check=True)
+    # not sys.executable: in a frozen build that is the sidecar itself
+    echo = ["cmd", "/c", "echo child process output"] if os.name == "nt" else ["sh", "-c", "echo child process output"]
+    subprocess.run(echo, check=True)
     return {"ok": True}
 
 
