@@ -75,7 +75,9 @@ def kv_table(entry: dict[str, Any], skip: tuple[str, ...] = ("test", "scale", "a
 
 
 def current_commit() -> str:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # the last commit that changed the sidecar (what the battery measures), not HEAD
+    head = subprocess.run(["git", "log", "-1", "--format=%h", "--", "sidecar"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "sidecar"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return head + (" + uncommitted sidecar/ changes" if dirty else "")
 
@@ -104,7 +106,7 @@ def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
         "loaded 2-core machine: treat timings as upper bounds). Client-side timings over the real stdio "
         "pipes, JSON encoding and decoding included. Raw numbers: [reliability.json](reliability.json).",
         "",
-        "| run | commit | scale | selection | pytest | minutes |",
+        "| run | sidecar/ at | scale | selection | pytest | minutes |",
         "|---|---|---|---|---|---:|",
     ]
     for run_ in runs:
@@ -162,11 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", choices=("full", "ci"), default="full")
     parser.add_argument("--output", type=Path, default=DOC)
     parser.add_argument("--raw", type=Path, default=RAW, help="where the raw numbers go (JSON)")
+    parser.add_argument("--render-only", action="store_true", help="only re-render the table from the raw file")
     parser.add_argument("--merge", action="store_true",
                         help="keep the numbers (and run lines) of tests not re-run from the existing raw file")
     args, extra = parser.parse_known_args(argv)
+    if args.render_only:
+        raw = json.loads(args.raw.read_text())
+        args.output.write_text(render(raw["entries"], raw["runs"]) + "\n")
+        print(f"wrote {args.output}")
+        return 0
     commit = current_commit()
     code, entries, output, elapsed = run(args.scale, extra)
+    after = current_commit()
+    if after != commit:  # sidecar processes are spawned from the work tree: say that it moved
+        commit = f"{commit} → {after} (changed during the run)"
     runs = [run_record(args.scale, code, output, elapsed, extra, commit)]
     if args.merge and args.raw.exists():
         old = json.loads(args.raw.read_text())

@@ -197,6 +197,8 @@ def test_load(loaded: tuple[Path, int, float]) -> None:
 
 
 def test_a_type_filtered_first_page_costs_about_what_an_unfiltered_one_does(loaded: tuple[Path, int, float]) -> None:
+    """Was O(tasks of the type) (the (type) index, then a sort): ~40 ms at 50,000 tasks, ~1 s p50 /
+    3.3 s p99 at 1,000,000, against ~1 ms unfiltered. Fixed in a7e0ab0 (migration 7)."""
     db, n, _ = loaded
     client = LeanClient(db, "--log-level", "WARNING")
     try:
