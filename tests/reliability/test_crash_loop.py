@@ -35,13 +35,36 @@ def snapshot(db: Path) -> dict[str, tuple[Any, ...]]:
         conn.close()
 
 
-def make_work(rng: random.Random, sidecar: SidecarProcess, known: list[str]) -> dict[Any, str]:
-    """Pipeline a random mix of requests; returns request id -> method."""
+def key_counts(db: Path) -> dict[str, int]:
+    """Tasks per createMany call (idempotency key prefix ``k<tag>.<n>.``)."""
+    conn = connect(db)
+    try:
+        counts: dict[str, int] = {}
+        for (key,) in conn.execute("SELECT idempotency_key FROM tasks WHERE idempotency_key LIKE 'k%'"):
+            prefix = key[: key.rindex(".") + 1]
+            counts[prefix] = counts.get(prefix, 0) + 1
+        return counts
+    finally:
+        conn.close()
+
+
+def make_work(rng: random.Random, sidecar: SidecarProcess, known: list[str], tag: str,
+              batches: dict[str, tuple[Any, int]]) -> dict[Any, str]:
+    """Pipeline a random mix of requests; returns request id -> method.
+
+    Every createMany item gets the idempotency key ``k<tag>.<n>.<i>``; ``batches`` maps each
+    call's key prefix to (request id, item count), so that after a kill the call can be checked
+    to be all there or not there at all.
+    """
     sent: dict[Any, str] = {}
-    for _ in range(rng.randint(2, 6)):
+    for n in range(rng.randint(2, 6)):
         kind = rng.random()
-        if kind < 0.3:
-            params: dict[str, Any] = {"type": "demo.noop", "details": {"n": rng.randint(0, 10**6)}}
+        if kind < 0.08:  # a big batch: its commit takes long enough for kills to land inside it
+            params: dict[str, Any] = {"tasks": [{"type": "demo.noop", "details": {"i": i}}
+                                                 for i in range(rng.randint(200, 800))]}
+            method = "tasks.createMany"
+        elif kind < 0.3:
+            params = {"type": "demo.noop", "details": {"n": rng.randint(0, 10**6)}}
             method = "tasks.create"
         elif kind < 0.65:
             params = {
@@ -69,7 +92,14 @@ def make_work(rng: random.Random, sidecar: SidecarProcess, known: list[str]) -> 
                       "onChildFailure": rng.choice(["fail", "continue"]), "maxAttempts": 10}
             params = {"tasks": [parent, *children]}
             method = "tasks.createMany"
-        sent[sidecar.request(method, params)] = method
+        if method == "tasks.createMany":
+            prefix = f"k{tag}.{n}."
+            for i, item in enumerate(params["tasks"]):
+                item["idempotencyKey"] = f"{prefix}{i}"
+        ident = sidecar.request(method, params)
+        sent[ident] = method
+        if method == "tasks.createMany":
+            batches[prefix] = (ident, len(params["tasks"]))
     return sent
 
 
@@ -97,7 +127,8 @@ def run_crash_loop(db: Path, cycles: int, seed: int) -> dict[str, Any]:
     prev_attempt: dict[str, int] = {}
     counts = {"cycles": cycles, "killed_before_ready": 0, "requests_sent": 0, "requests_acknowledged": 0,
               "tasks_acknowledged": 0, "running_at_kill": 0, "recovered_requeued": 0, "recovered_failed": 0,
-              "resumed_with_higher_attempt": 0}
+              "resumed_with_higher_attempt": 0, "batches": 0, "batches_committed_unanswered": 0,
+              "batches_absent_after_kill": 0}
     start = time.monotonic()
     for cycle in range(cycles):
         early_kill = cycle > 0 and rng.random() < 0.1
@@ -113,10 +144,11 @@ def run_crash_loop(db: Path, cycles: int, seed: int) -> dict[str, Any]:
                 counts["recovered_requeued"] += recovered["requeued"]
                 counts["recovered_failed"] += recovered["failed"]
                 known = list(acked)
-                sent = make_work(rng, sidecar, known)
+                batches: dict[str, tuple[Any, int]] = {}
+                sent = make_work(rng, sidecar, known, f"{cycle}a", batches)
                 time.sleep(rng.uniform(0.0, 1.0))
                 if rng.random() < 0.5:  # a second wave, so kills land mid-request as well
-                    sent.update(make_work(rng, sidecar, known))
+                    sent.update(make_work(rng, sidecar, known, f"{cycle}b", batches))
                     time.sleep(rng.uniform(0.0, 0.2))
                 sidecar.kill()
                 ids = acknowledged_ids(sidecar, sent)
@@ -133,6 +165,18 @@ def run_crash_loop(db: Path, cycles: int, seed: int) -> dict[str, Any]:
             sidecar.stop()
 
         rows = snapshot(db)
+        if not early_kill:  # createMany is all or nothing, even when the kill lands inside its commit
+            keys = key_counts(db)
+            for prefix, (ident, size) in batches.items():
+                present = keys.get(prefix, 0)
+                answered = ident in sidecar.responses
+                assert present in (0, size), f"cycle {cycle}: createMany {prefix} half there: {present} of {size}"
+                assert present == size or not answered, f"cycle {cycle}: acknowledged createMany {prefix} lost"
+                counts["batches"] += 1
+                if present and not answered:
+                    counts["batches_committed_unanswered"] += 1
+                if not present:
+                    counts["batches_absent_after_kill"] += 1
         missing = acked - set(rows)
         assert not missing, f"cycle {cycle}: acknowledged tasks lost: {sorted(missing)[:5]}"
         for task_id, version in announced_version.items():
