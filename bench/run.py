@@ -54,6 +54,7 @@ class Plan:
 def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, Any]:
     """Run one measuring process; its BENCH-RESULT line, or an error record."""
     t0 = time.monotonic()
+    load = os.getloadavg()[0]
     sys.stderr.write(f"  {label} ... ")
     sys.stderr.flush()
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
@@ -78,6 +79,7 @@ def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, 
         return {"error": reason, "rc": rc, "wall_s": wall}
     sys.stderr.write(f"ok ({wall:.1f}s)\n")
     result["wall_s"] = wall
+    result["loadavg_1m_before"] = load
     return result
 
 
@@ -227,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             res["ceilings"]["raw_sqlite"] = res["compare"]["raw sqlite3"]
 
     res["meta"]["duration_s"] = time.time() - started
+    res["meta"]["machine"]["loadavg_at_end"] = os.getloadavg()
     res["meta"]["sidecar_failures"] = sidecar_failures
     res["ratios"], res["targets"] = report.evaluate(res)
     out = Path(a.out)

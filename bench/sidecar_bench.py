@@ -127,6 +127,8 @@ def cmd_drain(a: argparse.Namespace) -> None:
         "first_start_after_due_ms": (t_first - due) * 1000,
         "latency": lat,
         "storage": "SQLite WAL, synchronous=NORMAL, group commit",
+        "notes": f"over stdio: drain = common runAt → last COMPLETED notification read by the client; "
+                 f"--concurrency {a.workers} handler threads; first start {(t_first - due) * 1000:.0f} ms after runAt",
     })
 
 
