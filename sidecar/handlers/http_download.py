@@ -9,17 +9,18 @@ Apps can call :func:`download` from their own handlers (see ``examples/playlisti
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.handlers.context import TaskContext, TaskError
+
+if TYPE_CHECKING:
+    import http.client
 from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
 
@@ -218,6 +219,9 @@ class _Response:
 
 def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptions, watch: _StopWatch) -> _Response:
     """GET ``url`` following redirects (each one checked against the allowed hosts)."""
+    import http.client  # here, not at import: http.client and ssl cost ~30 ms of start-up
+    import ssl
+
     for _ in range(MAX_REDIRECTS + 1):
         try:
             parts = check_url(url, options.allow_hosts)
