@@ -322,15 +322,17 @@ class Notifier:
     under backpressure (see :class:`sidecar.transport.FrameWriter`) leave no gap.
     """
 
-    def __init__(self, send: Callable[..., None]) -> None:
+    def __init__(self, send: Callable[..., None], send_many: Callable[[list[tuple[Any, Any]]], None]) -> None:
         self._send = send
+        self._send_many = send_many
         self._seq = 0
 
     def notify(self, method: str, params: Any) -> None:
         self._send({"jsonrpc": "2.0", "method": method, "params": params})
 
-    def task_updated(self, task: dict[str, Any]) -> None:
-        self._send(partial(self._numbered, task), ("task", task["id"]))
+    def tasks_updated(self, tasks: list[dict[str, Any]]) -> None:
+        """Announce a commit's changed tasks, in order, with one hand-off to the writer."""
+        self._send_many([(partial(self._numbered, task), ("task", task["id"])) for task in tasks])
 
     def _numbered(self, task: dict[str, Any]) -> dict[str, Any]:
         self._seq += 1  # only the writer thread calls this

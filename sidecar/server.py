@@ -130,11 +130,11 @@ class Sidecar:
                 moved = self._move_aside(exc)
                 recovered = self._open_database()
                 recovered["movedAside"] = moved
-            notifier = Notifier(transport.send)
+            notifier = Notifier(transport.send, transport.send_many)
             self.engine = Engine(
                 self.read_conn,
                 self.registry,
-                announce=notifier.task_updated,
+                announce=notifier.tasks_updated,
                 announce_deleted=notifier.task_deleted,
                 notify=notifier.notify,
                 concurrency=self.config.concurrency,

@@ -95,17 +95,23 @@ class FrameWriter:
         self._thread.start()
 
     def send(self, message: Any, key: Any = None) -> None:
+        self.send_many([(message, key)])
+
+    def send_many(self, messages: list[tuple[Any, Any]]) -> None:
+        """Queue ``(message, key)`` pairs in order, under one lock and one wake-up."""
         with self._cond:
-            if key is not None and self._reader_stalled():
-                entry = self._by_key.get(key)
-                if entry is not None:
-                    entry[1] = message
-                    self.coalesced += 1
-                    return
-            entry = [key, message]
-            self._pending.append(entry)
-            if key is not None:
-                self._by_key[key] = entry
+            stalled = self._reader_stalled()
+            for message, key in messages:
+                if key is not None and stalled:
+                    entry = self._by_key.get(key)
+                    if entry is not None:
+                        entry[1] = message
+                        self.coalesced += 1
+                        continue
+                entry = [key, message]
+                self._pending.append(entry)
+                if key is not None:
+                    self._by_key[key] = entry
             self._cond.notify()
 
     def _reader_stalled(self) -> bool:
@@ -194,6 +200,9 @@ class StdioTransport:
 
     def send(self, message: Any, key: Any = None) -> None:
         self.writer.send(message, key)
+
+    def send_many(self, messages: list[tuple[Any, Any]]) -> None:
+        self.writer.send_many(messages)
 
     def close(self) -> None:
         self.writer.close()

@@ -120,7 +120,7 @@ class Engine:
         db_connect: Callable[[], sqlite3.Connection],
         registry: Registry,
         *,
-        announce: Callable[[Task], None],
+        announce: Callable[[list[Task]], None],
         announce_deleted: Callable[[list[str]], None],
         notify: Callable[[str, Any], None] = lambda method, params: None,
         concurrency: int = 4,
@@ -333,8 +333,8 @@ class Engine:
                     item.future.set_result(value)
                 else:
                     item.future.set_exception(value)
-        for task in tx.announced:
-            self._announce(task)
+        if tx.announced:
+            self._announce(tx.announced)  # one hand-off to the writer per commit
         if tx.deleted:
             self._announce_deleted(tx.deleted)
         for effect in tx.after:

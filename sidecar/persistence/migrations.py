@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import peewee as pw
-from playhouse.migrate import SqliteMigrator, migrate
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import peewee as pw
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ def _v1_seed_schema(db: pw.SqliteDatabase) -> None:
 
 def _v2_scheduler_columns(db: pw.SqliteDatabase) -> None:
     """Attempts, delays, idempotency, checkpoints, versions, and the indexes the claim needs."""
+    import peewee as pw
+    from playhouse.migrate import SqliteMigrator, migrate
+
     m = SqliteMigrator(db)
     migrate(
         m.add_column("tasks", "message", pw.TextField(null=True)),
@@ -75,6 +80,9 @@ def _v3_settings(db: pw.SqliteDatabase) -> None:
 
 def _v4_task_graphs(db: pw.SqliteDatabase) -> None:
     """Parent/child batches and dependencies."""
+    import peewee as pw
+    from playhouse.migrate import SqliteMigrator, migrate
+
     m = SqliteMigrator(db)
     migrate(
         m.add_column("tasks", "depends_on", pw.TextField(null=True)),  # JSON list, as created
@@ -135,6 +143,9 @@ def _v6_counts_by_the_engine(db: pw.SqliteDatabase) -> None:
     engine does not see, keep their trigger. ``prev_status`` lets a status UPDATE return the status
     it replaced. The counts are rebuilt in case a writer without the engine ran in between.
     """
+    import peewee as pw
+    from playhouse.migrate import SqliteMigrator, migrate
+
     db.execute_sql('DROP TRIGGER IF EXISTS "tasks_count_insert"')
     db.execute_sql('DROP TRIGGER IF EXISTS "tasks_count_update"')
     migrate(SqliteMigrator(db).add_column("tasks", "prev_status", pw.TextField(null=True)))
@@ -151,6 +162,12 @@ def _v7_type_listing(db: pw.SqliteDatabase) -> None:
     db.execute_sql('DROP INDEX IF EXISTS "tasks_type"')
 
 
+def _v8_scan_indexes(db: pw.SqliteDatabase) -> None:
+    """prune finds finished tasks by completion time; the scheduler its next wake-up by run_at."""
+    db.execute_sql('CREATE INDEX "tasks_status_completed" ON "tasks" ("status", "completed_at")')
+    db.execute_sql('CREATE INDEX "tasks_status_run_at" ON "tasks" ("status", "run_at")')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -159,6 +176,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v5_counters,
     _v6_counts_by_the_engine,
     _v7_type_listing,
+    _v8_scan_indexes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -220,7 +220,8 @@ def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | Non
         sql = (
             'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
             '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
-            'WHERE "id" = (SELECT "id" FROM "tasks" '
+            # pinned: with (status, run_at) available the planner may pick it and sort every due row
+            'WHERE "id" = (SELECT "id" FROM "tasks" INDEXED BY "tasks_claim" '
             f'WHERE "status" = \'QUEUED\' AND "run_at" <= ? AND "type" IN ({marks}) '
             'ORDER BY "priority" DESC, "created_at", "rowid" LIMIT 1) '
             f'AND "status" = \'QUEUED\' RETURNING {_COLS}, "checkpoint"'
@@ -376,8 +377,8 @@ def list_tasks(
         where.append('"parent_id" = ?')
         params.append(parent_id)
     if after is not None:
-        where.append('("created_at" < ? OR ("created_at" = ? AND "rowid" < ?))')
-        params.extend((after[0], after[0], after[1]))
+        where.append('("created_at", "rowid") < (?, ?)')  # a row value: SQLite seeks to it
+        params.extend((after[0], after[1]))
     splits: list[tuple[str, list[Any]]] = []
     wanted_statuses = list(dict.fromkeys(statuses)) if statuses else None
     if types:

@@ -97,13 +97,10 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
     columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
     assert columns == {f.column_name for f in models.Task._meta.sorted_fields}
     assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
-    plan = " ".join(
-        str(r) for r in conn.execute(
-            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE status='QUEUED' AND run_at <= 1 AND type IN ('a') "
-            "ORDER BY priority DESC, created_at, rowid LIMIT 1"
-        )
-    )
-    assert "tasks_claim" in plan
+    store.claim(conn, ["a"], 1)  # builds the statement
+    (claim_sql,) = store._claim_sql_cache.values()
+    plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + claim_sql, ("1", "1", "1", "a")))
+    assert "tasks_claim" in plan and "TEMP B-TREE" not in plan  # the claim never sorts the queue
 
 
 def test_counts_apply_deltas_and_deletes_count_themselves(db_file: Path) -> None:
