@@ -21,12 +21,18 @@ def test_memory_stays_flat_under_sustained_work(tmp_path: Path) -> None:
     client = LeanClient(db, "--log-level", "WARNING", "--concurrency", "4", "--grace-seconds", "0.5")
     pid = client.proc.pid
     samples: list[tuple[float, int]] = []
+    wal_sizes: list[int] = []  # the -wal file: on disk, not memory, but it should not grow without bound either
+    wal = Path(f"{db}-wal")
     stop = threading.Event()
 
     def sample() -> None:
         start = time.monotonic()
         while not stop.is_set():
             samples.append((time.monotonic() - start, rss_kib(pid)))
+            try:
+                wal_sizes.append(wal.stat().st_size)
+            except FileNotFoundError:
+                wal_sizes.append(0)
             stop.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -84,5 +90,7 @@ def test_memory_stays_flat_under_sustained_work(tmp_path: Path) -> None:
     record("soak", seconds=duration, rounds=rounds, tasks_created=created, cancelled=cancelled, tasks_pruned=pruned, updates_seen=updates,
            rss_start_mib=round(samples[0][1] / 1024, 1), rss_after_warmup_mib=round(base / 1024, 1),
            rss_peak_mib=round(peak / 1024, 1), rss_last_quarter_median_mib=round(tail[len(tail) // 2] / 1024, 1),
-           rss_end_mib=round(samples[-1][1] / 1024, 1), growth_after_warmup_pct=round((peak - base) * 100 / base, 1))
+           rss_end_mib=round(samples[-1][1] / 1024, 1), growth_after_warmup_pct=round((peak - base) * 100 / base, 1),
+           wal_max_mib=round(max(wal_sizes, default=0) / 2**20, 1),
+           wal_median_mib=round(sorted(wal_sizes)[len(wal_sizes) // 2] / 2**20, 1) if wal_sizes else 0)
     assert peak <= base * 1.3 + 20 * 1024, f"RSS grew from {base} KiB to {peak} KiB after warm-up"
