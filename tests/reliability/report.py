@@ -96,7 +96,7 @@ def run_record(scale: str, code: int, output: str, elapsed: float, extra: list[s
     }
 
 
-def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
+def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]], notes: list[str] | None = None) -> str:
     scale = runs[-1]["scale"]
     out = [
         "# Reliability results",
@@ -150,6 +150,10 @@ def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]]) -> str:
         out += ["## Security checks", "", "See [security.md](security.md) for the claims these back.", ""]
         for e in security:
             out += [f"**{e['test'].replace('_', ' ')}**", "", *kv_table(e), ""]
+    if notes:  # written by hand into the raw file ("notes": [...]); kept by --merge
+        out += ["## Notes", ""]
+        for note in notes:
+            out += [note, ""]
     findings = list(dict.fromkeys(line for run_ in runs for line in run_["findings"]))
     if findings:
         out += ["## Known bugs and findings", "",
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.render_only:
         raw = json.loads(args.raw.read_text())
-        args.output.write_text(render(raw["entries"], raw["runs"]) + "\n")
+        args.output.write_text(render(raw["entries"], raw["runs"], raw.get("notes")) + "\n")
         print(f"wrote {args.output}")
         return 0
     commit = current_commit()
@@ -179,13 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     if after != commit:  # sidecar processes are spawned from the work tree: say that it moved
         commit = f"{commit} → {after} (changed during the run)"
     runs = [run_record(args.scale, code, output, elapsed, extra, commit)]
+    notes = None
     if args.merge and args.raw.exists():
         old = json.loads(args.raw.read_text())
+        notes = old.get("notes")
         fresh = {e["test"] for e in entries}
         entries = [e for e in old["entries"] if e["test"] not in fresh] + entries
         runs = old["runs"] + runs
-    args.raw.write_text(json.dumps({"entries": entries, "runs": runs}, indent=1) + "\n")
-    args.output.write_text(render(entries, runs) + "\n")
+    raw_out: dict[str, Any] = {"entries": entries, "runs": runs}
+    if notes:
+        raw_out["notes"] = notes
+    args.raw.write_text(json.dumps(raw_out, indent=1) + "\n")
+    args.output.write_text(render(entries, runs, notes) + "\n")
     print(f"wrote {args.output} and {args.raw}")
     return code
 
