@@ -276,10 +276,15 @@ def markdown(res: dict[str, Any]) -> str:
     w("| case | spawn → `sidecar.ready`, median (min–max) | RSS at ready | 1-min load average before |\n|---|---|---|---|")
     big_rows = _get(sc, "bigdb", "rows") or plan["big_rows"]
     for key, label in (("startup_new", "new DB file"), ("startup_existing", "existing empty DB"),
-                       ("startup_big", f"{big_rows:,} tasks")):
+                       ("startup_big", f"{big_rows:,} tasks"),
+                       ("startup_frozen_onedir", "frozen one-folder build, new DB file"),
+                       ("startup_frozen_onefile", "frozen one-file build, new DB file")):
         e = sc.get(key)
         if not e or "error" in e:
             w(f"| {label} | {'failed: ' + str(e.get('error')) if e else 'not run'} | |")
+            continue
+        if "not_built" in e:
+            w(f"| {label} | not built (`python build/freeze.py`{' --onefile' if 'onefile' in key else ''}) | |")
             continue
         w(f"| {label} | {_fmt(e['ms']['p50'], 1)} ms ({_fmt(e['ms']['min'], 1)}–{_fmt(e['ms']['max'], 1)}) | "
           f"{_fmt(e['rss_at_ready_mb']['p50'], 1)} MB | {_fmt(e.get('loadavg_1m_before'), 2)} |")

@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         sidecar_part("startup_new", "start-up, new DB", sb("startup", "--runs", plan.startup_runs), 300)
         sidecar_part("startup_existing", "start-up, existing empty DB",
                      sb("startup", "--runs", plan.startup_runs + 1, "--existing"), 300)
+        for form in ("onedir", "onefile"):  # the frozen forms (issue 8), when built
+            sidecar_part(f"startup_frozen_{form}", f"start-up, frozen {form}",
+                         [PY, "-m", "bench.frozen_startup", "--form", form, "--runs", str(plan.startup_runs)], 300)
         sidecar_part("rss", f"RSS idle and after {plan.rss_n} tasks", sb("rss", "--n", plan.rss_n), 900)
 
     if "scale" in parts:
