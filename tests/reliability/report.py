@@ -106,7 +106,7 @@ def render(entries: list[dict[str, Any]], runs: list[dict[str, Any]], notes: lis
         "loaded 2-core machine: treat timings as upper bounds). Client-side timings over the real stdio "
         "pipes, JSON encoding and decoding included. Raw numbers: [reliability.json](reliability.json).",
         "",
-        "| run | sidecar/ at | scale | selection | pytest | minutes |",
+        "| finished | sidecar/ at | scale | selection | pytest | minutes |",
         "|---|---|---|---|---|---:|",
     ]
     for run_ in runs:
