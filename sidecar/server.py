@@ -141,9 +141,7 @@ class Sidecar:
                 grace_s=self.config.grace_s,
             )
             protocol = Protocol(build_methods(self))
-            self.engine.start()
-            checkpointer = Checkpointer(self.read_conn)
-            checkpointer.start()
+            # ready is the first line: announced before the engine may claim (and announce) work
             notifier.notify(
                 "sidecar.ready",
                 {
@@ -154,6 +152,9 @@ class Sidecar:
                     "recovered": recovered,
                 },
             )
+            self.engine.start()
+            checkpointer = Checkpointer(self.read_conn)
+            checkpointer.start()
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
             self._install_signals()
             self._serve(transport, protocol)

@@ -373,9 +373,6 @@ def test_stdout_closed_by_the_reader_keeps_working_and_exits_at_stdin_eof(tmp_pa
 # ---------------------------------------------------------------- start-up with work waiting
 
 
-@pytest.mark.xfail(strict=True, reason="bug: with QUEUED tasks in the database, the sidecar can write task.updated "
-                                       "(RUNNING, seq 1) before sidecar.ready, which the protocol says is the first "
-                                       "line (seen in 2 of 5 restarts, sidecar/ at 95d8e7c)")
 def test_ready_is_the_first_line_even_with_work_waiting(tmp_path: Path) -> None:
     db = tmp_path / "waiting.db"
     seed = SidecarProcess(db, "--log-level", "WARNING")
