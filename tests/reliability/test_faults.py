@@ -374,6 +374,7 @@ def test_stdout_closed_by_the_reader_keeps_working_and_exits_at_stdin_eof(tmp_pa
 
 
 def test_ready_is_the_first_line_even_with_work_waiting(tmp_path: Path) -> None:
+    """Was: task.updated (RUNNING, seq 1) before sidecar.ready in 2 of 5 restarts (95d8e7c); fixed in fb770f9."""
     db = tmp_path / "waiting.db"
     seed = SidecarProcess(db, "--log-level", "WARNING")
     seed.call("queue.pause", {})
