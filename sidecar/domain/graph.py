@@ -136,6 +136,9 @@ class Graph:
             if v is not None and v not in refs
         }
         statuses = store.existing_ids(conn, sorted(wanted)) if wanted else {}
+        for i, row in existing_rows.items():  # a ref on an item that named an existing task
+            if row:
+                statuses[ids[i]] = row[2]
 
         def resolve(value: str, field: str) -> str:
             if value in refs:
