@@ -71,19 +71,21 @@ class SidecarProcess:
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            line = line.rstrip(b"\n")
-            message = orjson.loads(line)  # anything that is not JSON fails the test loudly
-            with self._cond:
-                self.lines.append(line)
-                if isinstance(message, list):
-                    self.responses[("batch", len(self.lines))] = message
-                elif "method" in message:
-                    self.notifications.append(message)
-                else:
-                    self.responses[message.get("id")] = message
-                self.messages.append(message)
-                self._cond.notify_all()
+            self._record(line.rstrip(b"\n"))
         with self._cond:
+            self._cond.notify_all()
+
+    def _record(self, line: bytes) -> None:
+        message = orjson.loads(line)  # anything that is not JSON fails the test loudly
+        with self._cond:
+            self.lines.append(line)
+            if isinstance(message, list):
+                self.responses[("batch", len(self.lines))] = message
+            elif "method" in message:
+                self.notifications.append(message)
+            else:
+                self.responses[message.get("id")] = message
+            self.messages.append(message)
             self._cond.notify_all()
 
     def _read_stderr(self) -> None:

@@ -41,19 +41,11 @@ class KilledSidecar(SidecarProcess):
                 except orjson.JSONDecodeError:
                     self.truncated = line
                     break
-            message = orjson.loads(line.rstrip(b"\n"))
-            with self._cond:
-                self.lines.append(line.rstrip(b"\n"))
-                if isinstance(message, list):
-                    self.responses[("batch", len(self.lines))] = message
-                elif "method" in message:
-                    self.notifications.append(message)
-                else:
-                    self.responses[message.get("id")] = message
-                self.messages.append(message)
-                self._cond.notify_all()
+            self._record(line.rstrip(b"\n"))
         with self._cond:
             self._cond.notify_all()
+
+
 SNAP_COLS = "id, status, version, attempt, started_at, completed_at, result, checkpoint"
 
 
