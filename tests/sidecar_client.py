@@ -31,6 +31,15 @@ def sidecar_command() -> list[str]:
     return [sys.executable, "-m", "sidecar"]
 
 
+def spawn_raw(db: Path | str, *args: str, stderr: Any = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+    """The sidecar on bare pipes, for tests that must control reading stdout themselves."""
+    return subprocess.Popen(
+        [*sidecar_command(), "--db", str(db), "--log-level", "WARNING", *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
 class RpcError(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(f"{error.get('code')}: {error.get('message')}")

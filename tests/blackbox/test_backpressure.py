@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 
 import orjson
 
-from tests.sidecar_client import ROOT, sidecar_command
+from tests.sidecar_client import spawn_raw
 
 
 def count_completed(db: Path) -> int:
@@ -23,11 +21,7 @@ def count_completed(db: Path) -> int:
 
 def test_a_reader_that_stops_reading_does_not_stall_work(tmp_path: Path) -> None:
     db = tmp_path / "bp.db"
-    proc = subprocess.Popen(
-        [*sidecar_command(), "--db", str(db), "--log-level", "WARNING"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = spawn_raw(db)
     try:
         assert b"sidecar.ready" in proc.stdout.readline()
         total = 6000

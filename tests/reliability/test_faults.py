@@ -29,7 +29,7 @@ from tests.reliability.common import (
     sidecar_in_namespace,
     unshare_available,
 )
-from tests.sidecar_client import RpcError, SidecarProcess, sidecar_command
+from tests.sidecar_client import RpcError, SidecarProcess, sidecar_command, spawn_raw
 
 NS_REASON = unshare_available()
 needs_unshare = pytest.mark.skipif(NS_REASON is not None, reason=NS_REASON or "")
@@ -326,11 +326,7 @@ def test_move_aside_never_moves_a_healthy_but_locked_database(tmp_path: Path) ->
 
 def test_stdout_closed_by_the_reader_keeps_working_and_exits_at_stdin_eof(tmp_path: Path) -> None:
     db = tmp_path / "closed.db"
-    proc = subprocess.Popen(
-        [*sidecar_command(), "--db", str(db), "--log-level", "WARNING"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    proc = spawn_raw(db, stderr=subprocess.PIPE)
     try:
         assert b"sidecar.ready" in proc.stdout.readline()
         proc.stdout.close()  # the reader goes away: every later write gets EPIPE
@@ -388,9 +384,7 @@ def test_ready_is_the_first_line_even_with_work_waiting(tmp_path: Path) -> None:
         conn.close()
     firsts = []
     for _ in range(10):
-        proc = subprocess.Popen([*sidecar_command(), "--db", str(db), "--log-level", "WARNING"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
-                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        proc = spawn_raw(db)
         try:
             firsts.append(orjson.loads(proc.stdout.readline()).get("method"))
         finally:
