@@ -105,3 +105,19 @@ def workdir(name: str) -> Any:
     import os
 
     return fresh_dir(f"{name}-{os.getpid()}")
+
+
+def thread_workers(count: int, work: Callable[[], None], stop: threading.Event) -> tuple[Callable[[], None], Callable[[], None]]:
+    """``(start, stop_all)`` for ``count`` threads running ``work`` until ``stop`` is set."""
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(count)]
+
+    def start() -> None:
+        for t in threads:
+            t.start()
+
+    def stop_all() -> None:
+        stop.set()
+        for t in threads:
+            t.join(5)
+
+    return start, stop_all

@@ -6,7 +6,7 @@ import threading
 import time
 
 from bench.common import dist_version
-from bench.peers.base import Tracker, parse, run, workdir
+from bench.peers.base import Tracker, parse, run, thread_workers, workdir
 
 POLL_S = 0.001
 
@@ -33,16 +33,7 @@ def main() -> None:
             q.done(msg.message_id)
         q.close()
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.workers)]
-
-    def start() -> None:
-        for t in threads:
-            t.start()
-
-    def stop_all() -> None:
-        stop.set()
-        for t in threads:
-            t.join(5)
+    start, stop_all = thread_workers(a.workers, worker, stop)
 
     run("litequeue", dist_version("litequeue"), a, enqueue=lambda k: producer.put(str(k)),
         start_workers=start, stop_workers=stop_all, tracker=tracker,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from bench.common import dist_version
-from bench.peers.base import Tracker, parse, run, workdir
+from bench.peers.base import Tracker, parse, run, thread_workers, workdir
 
 
 def main() -> None:
@@ -27,16 +27,7 @@ def main() -> None:
             tracker.job(item)
             q.ack(item)
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(a.workers)]
-
-    def start() -> None:
-        for t in threads:
-            t.start()
-
-    def stop_all() -> None:
-        stop.set()
-        for t in threads:
-            t.join(5)
+    start, stop_all = thread_workers(a.workers, worker, stop)
 
     run("persist-queue", dist_version("persist-queue"), a, enqueue=q.put, start_workers=start,
         stop_workers=stop_all, tracker=tracker,
