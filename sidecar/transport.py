@@ -125,10 +125,6 @@ class FrameWriter:
             and time.monotonic() - started > self._stall_s
         )
 
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
-
     def close(self, timeout: float = 5.0) -> None:
         with self._cond:
             self._closing = True

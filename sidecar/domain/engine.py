@@ -172,10 +172,6 @@ class Engine:
         self._inbox.put(_Item(op, None))
 
     @property
-    def running_ids(self) -> list[str]:
-        return list(self._running)
-
-    @property
     def concurrency(self) -> int:
         return self.queue.concurrency
 

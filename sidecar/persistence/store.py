@@ -88,10 +88,6 @@ def row_status(row: Row) -> str:
     return row[2]
 
 
-def row_id(row: Row) -> str:
-    return row[0]
-
-
 # ---------------------------------------------------------------- writes
 
 
@@ -196,11 +192,6 @@ def set_message(conn: sqlite3.Connection, task_id: str, message: str | None, now
 def set_checkpoint(conn: sqlite3.Connection, task_id: str, state_json: str | None) -> None:
     # A checkpoint is not a field of the Task object: no version bump, no announcement.
     conn.execute('UPDATE "tasks" SET "checkpoint" = ? WHERE "id" = ?', (state_json, task_id))
-
-
-def get_checkpoint(conn: sqlite3.Connection, task_id: str) -> Any:
-    row = conn.execute('SELECT "checkpoint" FROM "tasks" WHERE "id" = ?', (task_id,)).fetchone()
-    return orjson.loads(row[0]) if row and row[0] is not None else None
 
 
 _claim_sql_cache: dict[int, str] = {}
