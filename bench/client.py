@@ -37,7 +37,7 @@ class Sidecar:
         stderr_name: str | None = None,
         ready_timeout: float = 60.0,
     ) -> None:
-        cmd = [SIDECAR_PYTHON, "-m", "sidecar", "--db", db, "--log-level", "WARNING"]
+        cmd = [SIDECAR_PYTHON, "-m", "sidecar", "--db", db, "--log-level", os.environ.get("BENCH_LOG_LEVEL", "WARNING")]
         for module in handlers:
             cmd += ["--handlers", module]
         cmd += list(args)

@@ -236,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     res["meta"]["sidecar_failures"] = sidecar_failures
     res["ratios"], res["targets"] = report.evaluate(res)
     out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
     (out / "results.md").write_text(report.markdown(res))
     sys.stderr.write(f"wrote {out / 'results.md'} and {out / 'results.json'} "

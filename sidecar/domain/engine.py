@@ -271,6 +271,9 @@ class Engine:
         self.stats_items += len(items)
         outcomes: list[tuple[_Item, bool, Any]] = []
         claimed: list[Running] = []
+        # A request alone in its transaction needs no savepoint: if it is refused, the whole
+        # transaction is rolled back and begun again (two statements saved on the idle path).
+        alone = len(items) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, item in enumerate(items):
@@ -290,20 +293,26 @@ class Engine:
                         return
                     continue
                 mark = tx.mark()
-                conn.execute("SAVEPOINT op")
+                if not alone:
+                    conn.execute("SAVEPOINT op")
                 try:
                     value = item.op(tx)
                 except sqlite3.Error:
                     raise
                 except Exception as exc:  # the op refused (SidecarError) or has a bug
-                    conn.execute("ROLLBACK TO op")
-                    conn.execute("RELEASE op")
+                    if alone:
+                        conn.execute("ROLLBACK")
+                        conn.execute("BEGIN IMMEDIATE")
+                    else:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
                     tx.undo_to(mark)
                     if not isinstance(exc, SidecarError):
                         log.error("op failed:\n%s", traceback.format_exc())
                     outcomes.append((item, False, exc))
                     continue
-                conn.execute("RELEASE op")
+                if not alone:
+                    conn.execute("RELEASE op")
                 outcomes.append((item, True, value))
             if self._claiming and (self._claim_needed or claim):
                 claimed = self._claim(tx)
@@ -367,54 +376,65 @@ class Engine:
 
     # ------------------------------------------------------------ scheduling
 
-    def _eligible_types(self) -> list[str]:
+    def _eligible_types(self, free: int) -> tuple[list[str], int]:
+        """The types that may start now, and how many tasks one claim may take without passing a
+        per-type limit (a type with fewer slots left than ``free`` lowers it)."""
         if self.queue.paused:
-            return []
+            return [], 0
         counts: dict[str, int] = {}
         for running in self._running.values():
             counts[running.spec.type] = counts.get(running.spec.type, 0) + 1
         eligible = []
+        batch = free
         for spec in self.registry:
             if spec.type in self.queue.paused_types:
                 continue
             limit = self.queue.type_limits.get(spec.type, spec.concurrency)
-            if limit is None or counts.get(spec.type, 0) < limit:
+            if limit is None:
                 eligible.append(spec.type)
-        return eligible
+            elif counts.get(spec.type, 0) < limit:
+                eligible.append(spec.type)
+                batch = min(batch, limit - counts.get(spec.type, 0))
+        return eligible, batch
 
     def _claim(self, tx: Tx) -> list[Running]:
         claimed: list[Running] = []
         self._claim_needed = False
         while len(self._running) < self.queue.concurrency:
-            types = self._eligible_types()
-            row = store.claim(tx.conn, types, tx.now)
-            if row is None:
+            types, batch = self._eligible_types(self.queue.concurrency - len(self._running))
+            rows = store.claim_many(tx.conn, types, tx.now, batch)
+            for row in rows:
+                claimed.append(self._started(tx, row))
+            if len(rows) < batch or not types:
                 self._wake_at_ms = store.next_run_at(tx.conn, types, tx.now)
                 break
-            task = tx.announce(row[:-1])
-            tx.count(task["type"], "QUEUED", -1)
-            tx.count(task["type"], "RUNNING", +1)
-            spec = self.registry.get(task["type"])
-            assert spec is not None
-            checkpoint = row[-1]
-            ctx = TaskContext(
-                task_id=task["id"],
-                type=task["type"],
-                details=task["details"],
-                attempt=task["attempt"],
-                max_attempts=task["maxAttempts"],
-                state=store.orjson.loads(checkpoint) if checkpoint is not None else None,
-                on_progress=self._on_progress,
-                on_checkpoint=self._on_checkpoint,
-                on_spawn=self._on_spawn,
-            )
-            ctx.options = self.registry.options
-            running = Running(ctx, spec)
-            self._running[ctx.id] = running
-            claimed.append(running)
         else:
             self._claim_needed = True  # slots ran out; look again when one frees
         return claimed
+
+    def _started(self, tx: Tx, row: store.Row) -> Running:
+        """Account and announce a claimed row (followed by its checkpoint); give it a slot."""
+        task = tx.announce(row[:-1])
+        tx.count(task["type"], "QUEUED", -1)
+        tx.count(task["type"], "RUNNING", +1)
+        spec = self.registry.get(task["type"])
+        assert spec is not None
+        checkpoint = row[-1]
+        ctx = TaskContext(
+            task_id=task["id"],
+            type=task["type"],
+            details=task["details"],
+            attempt=task["attempt"],
+            max_attempts=task["maxAttempts"],
+            state=store.orjson.loads(checkpoint) if checkpoint is not None else None,
+            on_progress=self._on_progress,
+            on_checkpoint=self._on_checkpoint,
+            on_spawn=self._on_spawn,
+        )
+        ctx.options = self.registry.options
+        running = Running(ctx, spec)
+        self._running[ctx.id] = running
+        return running
 
     def _start_handler(self, running: Running) -> None:
         spec = running.spec
@@ -564,7 +584,7 @@ class Engine:
             if reason == "timeout":
                 kind, outcome = "error", ("error", f"timed out after {spec.timeout_s:g}s", True)
             elif reason == "shutdown":
-                self.graph.move(tx, ctx.id, Status.QUEUED, run_at=tx.now, **extra)
+                self.graph.move(tx, ctx.id, Status.QUEUED, **extra)  # keeps its run_at: its place
                 return
             elif reason == "pause":
                 self.graph.move(tx, ctx.id, Status.PAUSED, **extra)
@@ -592,7 +612,7 @@ class Engine:
         count = 0
         for task_id, running in list(self._running.items()):
             running.ctx.abandoned = True
-            row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now, run_at=tx.now)
+            row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now)  # keeps its place
             if row is not None:
                 tx.moved(row)
                 tx.announce(row)

@@ -195,30 +195,45 @@ def set_checkpoint(conn: sqlite3.Connection, task_id: str, state_json: str | Non
 
 
 _claim_sql_cache: dict[int, str] = {}
+_I_PRIORITY = COLUMNS.index("priority")
+_I_RUN_AT = COLUMNS.index("run_at")
 
 
-def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | None:
-    """Atomically move the best due QUEUED task of one of ``types`` to RUNNING.
+def claim_many(conn: sqlite3.Connection, types: Sequence[str], now: int, limit: int) -> list[Row]:
+    """Atomically move up to ``limit`` due QUEUED tasks of ``types`` to RUNNING, best first.
 
-    One UPDATE whose WHERE re-checks ``status='QUEUED'``: whoever changes the row wins; nobody else
-    can start the same task.
+    One UPDATE whose WHERE re-checks ``status='QUEUED'``: whoever changes a row wins; nobody else can
+    start the same task. Best is the highest priority, then the earliest ``run_at`` (the creation
+    time unless the task was delayed or is retrying). The partial index holds only QUEUED rows in
+    that order, so the first due rows are found without walking the ones due later (as long as
+    those are not ahead of them, i.e. of a higher priority). Each row is followed by the task's
+    checkpoint.
     """
-    if not types:
-        return None
+    if not types or limit < 1:
+        return []
     sql = _claim_sql_cache.get(len(types))
     if sql is None:
         marks = ", ".join("?" * len(types))
         sql = (
             'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
             '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
-            # pinned: with (status, run_at) available the planner may pick it and sort every due row
-            'WHERE "id" = (SELECT "id" FROM "tasks" INDEXED BY "tasks_claim" '
+            'WHERE "rowid" IN (SELECT "rowid" FROM "tasks" INDEXED BY "tasks_claim" '
             f'WHERE "status" = \'QUEUED\' AND "run_at" <= ? AND "type" IN ({marks}) '
-            'ORDER BY "priority" DESC, "created_at", "rowid" LIMIT 1) '
-            f'AND "status" = \'QUEUED\' RETURNING {_COLS}, "checkpoint"'
+            'ORDER BY "priority" DESC, "run_at", "rowid" LIMIT ?) '
+            # unary +: re-check the status on each row found by rowid, never look rows up by status
+            f'AND +"status" = \'QUEUED\' RETURNING {_COLS}, "checkpoint"'
         )
         _claim_sql_cache[len(types)] = sql
-    return conn.execute(sql, (now, now, now, *types)).fetchone()
+    rows = conn.execute(sql, (now, now, now, *types, limit)).fetchall()
+    if len(rows) > 1:  # RETURNING follows no ORDER BY: start them in the queue's order
+        rows.sort(key=lambda r: (-r[_I_PRIORITY], r[_I_RUN_AT]))
+    return rows
+
+
+def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | None:
+    """Claim the best due task (see :func:`claim_many`), or None."""
+    rows = claim_many(conn, types, now, 1)
+    return rows[0] if rows else None
 
 
 def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int | None:
@@ -235,10 +250,14 @@ def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int
 
 
 def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
-    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts."""
+    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts.
+
+    A requeued task keeps its place in the queue (its run_at; never later than now, should the clock
+    have gone back).
+    """
     deltas: dict[tuple[str, str], int] = {}
     requeued = conn.execute(
-        'UPDATE "tasks" SET "status" = \'QUEUED\', "prev_status" = "status", "run_at" = ?, '
+        'UPDATE "tasks" SET "status" = \'QUEUED\', "prev_status" = "status", "run_at" = MIN("run_at", ?), '
         '"updated_at" = ?, "version" = "version" + 1 '
         'WHERE "status" = \'RUNNING\' AND "attempt" < "max_attempts" RETURNING "type"',
         (now, now),

@@ -28,7 +28,8 @@ def test_a_reader_that_stops_reading_does_not_stall_work(tmp_path: Path) -> None
         for chunk in range(3):
             proc.stdin.write(orjson.dumps({
                 "jsonrpc": "2.0", "id": chunk, "method": "tasks.createMany",
-                "params": {"tasks": [{"type": "demo.noop", "details": {"pad": "x" * 200}}] * (total // 3)},
+                # ~2 ms each: the work outlasts the writer's stall detection (1 s), whatever the speed
+                "params": {"tasks": [{"type": "demo.sleep", "details": {"seconds": 0.002, "steps": 1}}] * (total // 3)},
             }) + b"\n")
         proc.stdin.flush()
         # Nobody reads stdout now: the pipe fills after ~64 KiB, yet every task must still run.

@@ -74,6 +74,52 @@ def test_claim_skips_types_not_offered_and_tasks_not_due(db_file: Path) -> None:
     assert store.claim(conn, ["demo.noop"], 20_000) is not None
 
 
+def test_one_claim_takes_several_tasks_best_first(db_file: Path) -> None:
+    conn = connect(db_file)
+    ids = insert(conn, 6)
+    conn.execute("UPDATE tasks SET run_at = created_at")  # due when created, as tasks.create does
+    conn.execute("UPDATE tasks SET priority = 5 WHERE id IN (?, ?)", (ids[4], ids[2]))
+    conn.execute("UPDATE tasks SET run_at = 500 WHERE id = ?", (ids[3],))  # due longest
+    conn.execute("UPDATE tasks SET run_at = 90000 WHERE id = ?", (ids[0],))  # not due yet
+    rows = store.claim_many(conn, ["demo.noop"], 10_000, 4)
+    assert [r[0] for r in rows] == [ids[2], ids[4], ids[3], ids[1]]
+    assert {store.row_status(r) for r in rows} == {"RUNNING"}
+    assert [r[0] for r in store.claim_many(conn, ["demo.noop"], 10_000, 4)] == [ids[5]]
+    assert store.claim_many(conn, ["demo.noop"], 10_000, 4) == []
+
+
+def _claim_steps(conn: sqlite3.Connection) -> int:
+    """SQLite virtual-machine steps one claim takes (a deterministic measure of rows walked)."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 1)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        assert store.claim(conn, ["demo.noop"], 10_000) is not None
+        conn.execute("ROLLBACK")
+    finally:
+        conn.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_claim_does_not_walk_tasks_delayed_to_later(db_file: Path) -> None:
+    conn = connect(db_file)
+    insert(conn, 1)
+    alone = _claim_steps(conn)
+    conn.execute("BEGIN")
+    for i in range(5000):  # created earlier, due tomorrow
+        store.insert(
+            conn, task_id=f"later{i}", type="demo.noop", status=Status.QUEUED, parent_id=None,
+            details_json="{}", priority=0, max_attempts=3, run_at=90_000_000, idempotency_key=None, now=i,
+        )
+    conn.execute("COMMIT")
+    assert _claim_steps(conn) < alone * 2
+
+
 def test_transition_is_refused_by_the_state_machine(db_file: Path) -> None:
     conn = connect(db_file)
     (task_id,) = insert(conn, 1)
@@ -99,7 +145,7 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
     store.claim(conn, ["a"], 1)  # builds the statement
     (claim_sql,) = store._claim_sql_cache.values()
-    plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + claim_sql, ("1", "1", "1", "a")))
+    plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + claim_sql, ("1", "1", "1", "a", 4)))
     assert "tasks_claim" in plan and "TEMP B-TREE" not in plan  # the claim never sorts the queue
 
 
