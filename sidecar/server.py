@@ -31,6 +31,7 @@ from sidecar.transport import StdioTransport, TooLong
 
 log = logging.getLogger("sidecar")
 
+INLINE_MAX_BYTES = 16 * 1024  # a lone request up to this size runs its transaction in the reader
 EXIT_OK = 0
 EXIT_LOCKED = 3
 EXIT_DATABASE = 4
@@ -213,7 +214,13 @@ class Sidecar:
                     )
                 )
                 continue
-            protocol.handle(line, transport.send)
+            if reader.has_more() or len(line) > INLINE_MAX_BYTES:
+                # a burst is group-committed by the engine thread; a big request (a 5,000-task
+                # createMany) is too, while this thread goes on reading
+                protocol.handle(line, transport.send)
+            else:
+                with self.engine.caller_runs():
+                    protocol.handle(line, transport.send)
 
     def _install_signals(self) -> None:
         def on_term(signum: int, frame: Any) -> None:

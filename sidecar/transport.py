@@ -14,11 +14,13 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import select
+import stat
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO
+from typing import Any
 
 import orjson
 
@@ -33,35 +35,86 @@ class TooLong:
 
 
 class LineReader:
-    def __init__(self, stream: BinaryIO, max_bytes: int) -> None:
-        self._stream = stream
+    """Reads lines from a file descriptor through its own buffer, so it can tell whether more
+    whole lines are already waiting (:meth:`has_more`): the server lets a lone request skip the
+    engine thread's wake-up, while a burst still goes to the engine to be group-committed."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, fd: int, max_bytes: int) -> None:
+        self._fd = fd
         self._max = max_bytes
+        self._buf = bytearray()
+        self._eof = False
+
+    def has_more(self) -> bool:
+        """True when a whole line is already buffered (the next :meth:`read` will not block)."""
+        return b"\n" in self._buf
 
     def read(self) -> bytes | TooLong | None:
         """The next line without its terminator, a :class:`TooLong`, or None at end of input."""
         while True:
-            line = self._stream.readline(self._max + 1)
-            if not line:
+            line = self._next_line()
+            if line is None:
                 return None
-            if line.endswith(b"\n"):
-                line = line[:-1]
-            elif len(line) > self._max:
-                return TooLong(len(line) + self._skip_rest())
+            if isinstance(line, TooLong):
+                return line
             line = line.rstrip(b"\r")
             if line.strip():
                 return line
 
-    def _skip_rest(self) -> int:
+    def _next_line(self) -> bytes | TooLong | None:
+        scanned = 0
+        while True:
+            end = self._buf.find(b"\n", scanned)
+            if end > self._max or (end < 0 and len(self._buf) > self._max):
+                return TooLong(self._skip_line())
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line
+            if self._eof:
+                if not self._buf:
+                    return None
+                line = bytes(self._buf)  # a last line without its newline
+                self._buf.clear()
+                return line
+            scanned = len(self._buf)
+            self._fill()
+
+    def _fill(self) -> None:
+        chunk = os.read(self._fd, self.CHUNK)
+        if chunk:
+            self._buf += chunk
+        else:
+            self._eof = True
+
+    def _skip_line(self) -> int:
+        """Drop the over-long line through its newline without keeping it; its size in bytes."""
         skipped = 0
         while True:
-            chunk = self._stream.readline(1 << 16)
-            skipped += len(chunk)
-            if not chunk or chunk.endswith(b"\n"):
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                skipped += end
+                del self._buf[: end + 1]
                 return skipped
+            skipped += len(self._buf)
+            self._buf.clear()
+            if self._eof:
+                return skipped
+            self._fill()
+
+
+DIRECT_MAX = 64  # a bigger batch (a createMany's announcements) is encoded by the writer thread
 
 
 class FrameWriter:
-    """One writer thread; callers enqueue messages and never block on the pipe.
+    """Writes frames in order; callers never block on the pipe.
+
+    When nothing is queued and the descriptor can be made non-blocking (a pipe or socket on POSIX),
+    the caller writes its frames itself: an idle create's response and RUNNING notification then
+    reach the pipe without waking another thread. Whatever the pipe does not take at once, and
+    every message sent while earlier ones are still queued, goes to the writer thread.
 
     A message is a JSON-serialisable value or a callable producing one at write time (so numbering
     can follow the order of writing). When the reader has stopped reading — a write blocked for
@@ -85,6 +138,9 @@ class FrameWriter:
         self._stall_s = stall_s
         self._hard_limit = hard_limit
         self._write_started: float | None = None
+        self._direct = _make_nonblocking(fd)
+        self._busy = False  # the writer thread holds frames it has taken off the queue
+        self._spill = b""  # what a direct write left unwritten (the pipe was full); goes first
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._by_key: dict[Any, list[Any]] = {}
         self._cond = threading.Condition()
@@ -100,6 +156,10 @@ class FrameWriter:
     def send_many(self, messages: list[tuple[Any, Any]]) -> None:
         """Queue ``(message, key)`` pairs in order, under one lock and one wake-up."""
         with self._cond:
+            if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
+                    and not self._spill and not self._broken):
+                self._write_now(b"".join(self._encode(m) for m, _ in messages))
+                return
             stalled = self._reader_stalled()
             for message, key in messages:
                 if key is not None and stalled:
@@ -130,21 +190,46 @@ class FrameWriter:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout)
+        if self._direct:  # leave the descriptor as it was given to us
+            try:
+                os.set_blocking(self._fd, True)
+            except OSError:
+                pass
+
+    def _write_now(self, data: bytes) -> None:
+        """In the caller's thread, under the lock: what the pipe takes now, the rest to the thread."""
+        try:
+            written = os.write(self._fd, data)
+        except BlockingIOError:
+            written = 0
+        except OSError as exc:
+            self._broken = True
+            log.warning("stdout closed (%s); further messages are dropped", exc)
+            return
+        if written < len(data):
+            self._spill = data[written:]
+            self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closing:
+                while not self._pending and not self._spill and not self._closing:
                     self._cond.wait()
-                if not self._pending:
+                if not self._pending and not self._spill:
                     return
+                spill, self._spill = self._spill, b""
                 batch = []
                 while self._pending and len(batch) < 512:
                     entry = self._pending.popleft()
                     if entry[0] is not None and self._by_key.get(entry[0]) is entry:
                         del self._by_key[entry[0]]
                     batch.append(entry[1])
-            self._write(b"".join(self._encode(m) for m in batch))
+                self._busy = True
+            try:
+                self._write(spill + b"".join(self._encode(m) for m in batch))
+            finally:
+                with self._cond:
+                    self._busy = False
 
     def _encode(self, message: Any) -> bytes:
         # This thread must survive any message: one that cannot be encoded is replaced (a
@@ -164,12 +249,31 @@ class FrameWriter:
         try:
             while view:
                 self._write_started = time.monotonic()
-                written = os.write(self._fd, view)
+                try:
+                    written = os.write(self._fd, view)
+                except BlockingIOError:  # non-blocking descriptor, full pipe: wait until it drains
+                    select.select([], [self._fd], [])
+                    continue
                 self._write_started = None
                 view = view[written:]
         except OSError as exc:  # the reader went away; keep working, stdin EOF will follow
             self._broken = True
             log.warning("stdout closed (%s); further messages are dropped", exc)
+
+
+def _make_nonblocking(fd: int) -> bool:
+    """Make ``fd`` non-blocking if it is a pipe or socket (never a terminal or file shared with a
+    shell); False where that is not possible (Windows pipes before Python 3.12, a tty, a file)."""
+    if os.name != "posix":
+        return False
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+            return False
+        os.set_blocking(fd, False)
+    except OSError:
+        return False
+    return True
 
 
 def _frame(message: Any) -> bytes:
@@ -191,7 +295,7 @@ class StdioTransport:
         os.dup2(devnull, 0)
         os.close(devnull)
         sys.stdout = sys.stderr
-        self.reader = LineReader(os.fdopen(self._in_fd, "rb", buffering=1 << 16), max_message_bytes)
+        self.reader = LineReader(self._in_fd, max_message_bytes)
         self.writer = FrameWriter(self._out_fd, on_unencodable=on_unencodable)
 
     def send(self, message: Any, key: Any = None) -> None:

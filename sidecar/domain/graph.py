@@ -176,7 +176,8 @@ class Graph:
         engine = self.engine
         waiting: list[str] = []
         rows: list[Row] = []
-        for i in sorted(new, key=depth_of):
+        order = sorted(new, key=depth_of)
+        for i in order:
             item = items[i]
             spec = engine.registry.get(item["type"])
             assert spec is not None
@@ -201,9 +202,9 @@ class Graph:
             if not ready:
                 waiting.append(ids[i])
         store.insert_rows(conn, rows)  # parents first: the foreign key is checked at once
-        for row in rows:
+        for i, row in zip(order, rows):
             tx.count(row[store.I_TYPE], row[2], +1)
-            tx.announce(row)
+            tx.announce(row, store.task_from_new_row(row, items[i].get("details", {}), deps_of[i]))
         for i in new:
             if deps_of[i]:
                 store.insert_deps(conn, ids[i], deps_of[i])

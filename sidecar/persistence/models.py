@@ -103,5 +103,7 @@ def open_database(
     }
     if max_pages:
         pragmas["max_page_count"] = max_pages
-    database.init(path, pragmas=pragmas)
+    # each thread still opens its own connection; the engine's may be used by a caller that runs
+    # its request inline while holding the engine's lock (Engine._run_inline)
+    database.init(path, pragmas=pragmas, check_same_thread=False)
     return database

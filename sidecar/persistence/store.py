@@ -84,6 +84,15 @@ def task_from_row(row: Row) -> Task:
     return task
 
 
+def task_from_new_row(row: Row, details: Any, depends_on: list[str]) -> Task:
+    """The Task of a row made by :func:`new_row`, from the values it was made of (no JSON parsing:
+    a 5,000-task createMany spent a fifth of its time reading back what it had just written)."""
+    task = dict(zip(_FIELD_NAMES, row))
+    task["details"] = details
+    task["dependsOn"] = depends_on
+    return task
+
+
 def row_status(row: Row) -> str:
     return row[2]
 

@@ -1,0 +1,79 @@
+"""The transport's line reader and frame writer over real pipes."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import orjson
+
+from sidecar.transport import FrameWriter, LineReader, TooLong
+
+
+def read_all(reader: LineReader) -> list[bytes | int]:
+    out: list[bytes | int] = []
+    while (line := reader.read()) is not None:
+        out.append(line.size if isinstance(line, TooLong) else line)
+    return out
+
+
+def test_lines_split_across_reads_crlf_blank_and_over_long_lines() -> None:
+    r, w = os.pipe()
+    reader = LineReader(r, 20)
+    reader.CHUNK = 7  # every line arrives in pieces
+    os.write(w, b'{"a":1}\r\n\n   \n' + b"x" * 50 + b'\n{"b":2}\n' + b"y" * 20 + b"\nlast")
+    os.close(w)
+    assert read_all(reader) == [b'{"a":1}', 50, b'{"b":2}', b"y" * 20, b"last"]
+    os.close(r)
+
+
+def test_has_more_tells_whether_a_whole_line_is_already_buffered() -> None:
+    r, w = os.pipe()
+    reader = LineReader(r, 1000)
+    os.write(w, b"one\ntwo\nthr")
+    assert reader.read() == b"one"
+    assert reader.has_more()  # "two" came in the same read
+    assert reader.read() == b"two"
+    assert not reader.has_more()  # "thr" is not a whole line yet
+    os.write(w, b"ee\n")
+    assert reader.read() == b"three"
+    os.close(w)
+    assert reader.read() is None
+    os.close(r)
+
+
+def drain(fd: int, into: bytearray) -> threading.Thread:
+    def run() -> None:
+        while chunk := os.read(fd, 1 << 16):
+            into.extend(chunk)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_frames_keep_their_order_when_the_pipe_fills_and_the_writer_thread_takes_over() -> None:
+    r, w = os.pipe()
+    writer = FrameWriter(w)
+    # Nobody reads yet: the first frames are written directly, the rest spill to the thread.
+    for i in range(3000):
+        writer.send({"i": i, "pad": "x" * 100})
+    writer.send_many([({"i": 3000 + k}, None) for k in range(200)])  # a batch above DIRECT_MAX
+    got = bytearray()
+    thread = drain(r, got)
+    writer.close()
+    os.close(w)
+    thread.join()
+    os.close(r)
+    assert [orjson.loads(line)["i"] for line in bytes(got).splitlines()] == list(range(3200))
+
+
+def test_the_descriptor_is_left_blocking_as_it_was_given() -> None:
+    r, w = os.pipe()
+    writer = FrameWriter(w)
+    writer.send({"x": 1})
+    writer.close()
+    assert os.get_blocking(w)
+    assert os.read(r, 100) == b'{"x":1}\n'
+    os.close(w)
+    os.close(r)
