@@ -25,6 +25,7 @@ from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.
 from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
+from sidecar.memory import release_free_memory
 from sidecar.persistence.checkpointer import Checkpointer
 from sidecar.protocol import Notifier, Protocol, error_response, unserializable, warm_up
 from sidecar.transport import StdioTransport, TooLong
@@ -154,7 +155,7 @@ class Sidecar:
                 },
             )
             self.engine.start()
-            checkpointer = Checkpointer(self.read_conn)
+            checkpointer = Checkpointer(self.read_conn, on_quiet=release_free_memory)
             checkpointer.start()
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
             self._install_signals()

@@ -5,6 +5,9 @@ whole log there (~12 ms measured: a p99 spike on the engine's hot path). A threa
 connection runs PASSIVE checkpoints (they never block the writer) about once a second, so the
 inline checkpoint — kept as the backstop that bounds the log under sustained writes — finds most
 pages already copied; when the sidecar is idle it TRUNCATEs the -wal file.
+
+It is also the one thread that notices the end of a burst of writes (the log stops growing), so it
+calls ``on_quiet`` once then: the server hands back freed memory (:mod:`sidecar.memory`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class Checkpointer:
-    def __init__(self, connect: Callable[[], sqlite3.Connection], interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        interval_s: float = 1.0,
+        on_quiet: Callable[[], object] = lambda: None,
+    ) -> None:
         self._connect = connect
         self._interval_s = interval_s
+        self._on_quiet = on_quiet
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="checkpointer", daemon=True)
 
@@ -33,17 +42,22 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = self._connect()
-        idle_rounds = 0
+        quiet_rounds = 0
+        last_version = None
         while not self._stop.wait(self._interval_s):
             try:
+                # data_version changes whenever another connection (the engine's) has committed
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                written, last_version = version != last_version, version
                 busy, wal_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                if wal_pages and done == wal_pages:
-                    idle_rounds += 1
-                    if idle_rounds >= 5:  # nothing new for a while: shrink the file
-                        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                        idle_rounds = 0
-                else:
-                    idle_rounds = 0
+                if written:
+                    quiet_rounds = 0
+                    continue
+                quiet_rounds += 1
+                if quiet_rounds == 1:  # the writes have stopped, at least for a moment
+                    self._on_quiet()
+                if quiet_rounds >= 5 and wal_pages and done == wal_pages:  # a while: shrink the file
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:  # a full disk, a lock: try again next round
                 log.debug("checkpoint skipped: %s", exc)
         try:
