@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -68,6 +69,24 @@ PREV_STATUS = len(COLUMNS)  # the extra element of a row returned by transition(
 
 Row = tuple[Any, ...]
 Task = dict[str, Any]
+
+
+def new_task_ids(count: int) -> list[str]:
+    """``count`` fresh task ids: UUIDs of version 7 (RFC 9562), a millisecond timestamp then 74
+    random bits. Ids made together sort together, so a batch's rows land side by side in the
+    primary-key index instead of at random places (and one urandom call serves them all)."""
+    ms = time.time_ns() // 1_000_000
+    noise = os.urandom(10 * count)
+    ids = []
+    for i in range(count):
+        r = int.from_bytes(noise[10 * i : 10 * i + 10], "big")
+        value = (ms << 80) | (0x7 << 76) | (((r >> 62) & 0xFFF) << 64) | (0b10 << 62) | (r & _LOW_62)
+        h = f"{value:032x}"
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
+
+
+_LOW_62 = (1 << 62) - 1
 
 
 def dumps(value: Any) -> str:
