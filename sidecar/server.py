@@ -141,6 +141,7 @@ class Sidecar:
                 notify=notifier.notify,
                 concurrency=self.config.concurrency,
                 grace_s=self.config.grace_s,
+                hold_output=transport.held,
             )
             protocol = Protocol(build_methods(self))
             # ready is the first line: announced before the engine may claim (and announce) work

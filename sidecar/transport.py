@@ -12,6 +12,7 @@ Design rules (after the MCP SDK's stdio server):
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import select
@@ -19,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -141,6 +142,8 @@ class FrameWriter:
         self._direct = _make_nonblocking(fd)
         self._busy = False  # the writer thread holds frames it has taken off the queue
         self._spill = b""  # what a direct write left unwritten (the pipe was full); goes first
+        self._holds = 0
+        self._held: list[tuple[Any, Any]] = []
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._by_key: dict[Any, list[Any]] = {}
         self._cond = threading.Condition()
@@ -153,26 +156,51 @@ class FrameWriter:
     def send(self, message: Any, key: Any = None) -> None:
         self.send_many([(message, key)])
 
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Messages sent (by any thread) inside the block are written together when it ends.
+
+        The engine holds its output while it answers and announces a transaction, so a create's
+        response and its QUEUED/RUNNING notifications leave in one write: one wake-up of the
+        reader instead of two. Order is kept: held messages are numbered when written.
+        """
+        with self._cond:
+            self._holds += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._holds -= 1
+                if not self._holds and self._held:
+                    messages, self._held = self._held, []
+                    self._send(messages)
+
     def send_many(self, messages: list[tuple[Any, Any]]) -> None:
         """Queue ``(message, key)`` pairs in order, under one lock and one wake-up."""
         with self._cond:
-            if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
-                    and not self._spill and not self._broken):
-                self._write_now(b"".join(self._encode(m) for m, _ in messages))
-                return
-            stalled = self._reader_stalled()
-            for message, key in messages:
-                if key is not None and stalled:
-                    entry = self._by_key.get(key)
-                    if entry is not None:
-                        entry[1] = message
-                        self.coalesced += 1
-                        continue
-                entry = [key, message]
-                self._pending.append(entry)
-                if key is not None:
-                    self._by_key[key] = entry
-            self._cond.notify()
+            if self._holds:
+                self._held.extend(messages)
+            else:
+                self._send(messages)
+
+    def _send(self, messages: list[tuple[Any, Any]]) -> None:
+        if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
+                and not self._spill and not self._broken):
+            self._write_now(b"".join(self._encode(m) for m, _ in messages))
+            return
+        stalled = self._reader_stalled()
+        for message, key in messages:
+            if key is not None and stalled:
+                entry = self._by_key.get(key)
+                if entry is not None:
+                    entry[1] = message
+                    self.coalesced += 1
+                    continue
+            entry = [key, message]
+            self._pending.append(entry)
+            if key is not None:
+                self._by_key[key] = entry
+        self._cond.notify()
 
     def _reader_stalled(self) -> bool:
         waiting = len(self._pending)
@@ -303,6 +331,9 @@ class StdioTransport:
 
     def send_many(self, messages: list[tuple[Any, Any]]) -> None:
         self.writer.send_many(messages)
+
+    def held(self) -> contextlib.AbstractContextManager[None]:
+        return self.writer.held()
 
     def close(self) -> None:
         self.writer.close()

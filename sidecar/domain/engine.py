@@ -132,6 +132,7 @@ class Engine:
         notify: Callable[[str, Any], None] = lambda method, params: None,
         concurrency: int = 4,
         grace_s: float = 5.0,
+        hold_output: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     ) -> None:
         self._connect = db_connect
         self.registry = registry
@@ -140,6 +141,8 @@ class Engine:
         self._dirty_parents: set[str] = set()
         self._aggregate_scheduled = False
         self._announce = announce
+        self._hold_output = hold_output
+        self._wake_types: list[str] | None = None  # the next run_at to look up, after the commit
         self._announce_deleted = announce_deleted
         self._notify = notify
         self.grace_s = grace_s
@@ -394,21 +397,32 @@ class Engine:
                 self._aggregate_scheduled = True
                 self._add_timer(PROGRESS_INTERVAL_S, self._op_aggregate)
         # Answers first: a caller of a 5,000-task createMany should not wait behind 5,000
-        # announcements (both are after the commit; versions order them for a cache).
-        for item, ok, value in outcomes:
-            if item.future is not None:
-                if ok:
-                    item.future.set_result(value)
-                else:
-                    item.future.set_exception(value)
-        if tx.announced:
-            self._announce(tx.announced)  # one hand-off to the writer per commit
-        if tx.deleted:
-            self._announce_deleted(tx.deleted)
+        # announcements (both are after the commit; versions order them for a cache). All of it
+        # leaves in one write.
+        with self._hold_output():
+            for item, ok, value in outcomes:
+                if item.future is not None:
+                    if ok:
+                        item.future.set_result(value)
+                    else:
+                        item.future.set_exception(value)
+            if tx.announced:
+                self._announce(tx.announced)
+            if tx.deleted:
+                self._announce_deleted(tx.deleted)
         for effect in tx.after:
             effect()
         for running in claimed:
             self._start_handler(running)
+        if self._wake_types is not None:
+            # When the next delayed task is due: not needed for what was just announced, so
+            # looked up after it left (a read outside the transaction; this thread is the writer).
+            types, self._wake_types = self._wake_types, None
+            try:
+                self._wake_at_ms = store.next_run_at(conn, types, now_ms())
+            except sqlite3.Error as exc:  # look again soon rather than never
+                log.error("storage error looking up the next run_at: %s", exc)
+                self._wake_at_ms = now_ms() + int(STORAGE_RETRY_S * 1000)
 
     def _restore(self, tx: Tx) -> None:
         """Give back the slots a rolled-back transaction had freed."""
@@ -469,7 +483,7 @@ class Engine:
             for row in rows:
                 claimed.append(self._started(tx, row))
             if len(rows) < batch or not types:
-                self._wake_at_ms = store.next_run_at(tx.conn, types, tx.now)
+                self._wake_types = types  # looked up once the commit is announced
                 break
         else:
             self._claim_needed = True  # slots ran out; look again when one frees
