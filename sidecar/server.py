@@ -28,7 +28,7 @@ from sidecar.persistence import migrations, models, store
 from sidecar.memory import release_free_memory
 from sidecar.persistence.checkpointer import Checkpointer
 from sidecar.protocol import Notifier, Protocol, error_response, unserializable, warm_up
-from sidecar.transport import StdioTransport, TooLong
+from sidecar.transport import StdioTransport, TooLong, Transport
 
 log = logging.getLogger("sidecar")
 
@@ -90,7 +90,7 @@ class Sidecar:
         finally:
             transport.close()
 
-    def _run(self, transport: StdioTransport) -> int:
+    def _run(self, transport: Transport) -> int:
         self.registry.options = AppOptions(
             allow_dirs=[os.path.realpath(d) for d in self.config.allow_dirs],
             allow_programs=dict(self.config.allow_programs),
@@ -159,7 +159,8 @@ class Sidecar:
             checkpointer = Checkpointer(self.read_conn, on_quiet=release_free_memory)
             checkpointer.start()
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
-            self._install_signals()
+            if threading.current_thread() is threading.main_thread():
+                self._install_signals()  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
             self._serve(transport, protocol)
             log.info("stopping (%s)", self._stop_reason or "stdin closed")
             self.engine.shutdown()
@@ -196,7 +197,7 @@ class Sidecar:
             log.info("recovered interrupted tasks: %d requeued, %d failed", requeued, failed)
         return {"requeued": requeued, "failed": failed}
 
-    def _serve(self, transport: StdioTransport, protocol: Protocol) -> None:
+    def _serve(self, transport: Transport, protocol: Protocol) -> None:
         reader = transport.reader
         while self._stop_reason is None:
             self._reading = True

@@ -310,21 +310,15 @@ def _frame(message: Any) -> bytes:
     return orjson.dumps(message) + b"\n"
 
 
-class StdioTransport:
+class Transport:
+    """Lines in from one descriptor, frames out to another."""
+
     def __init__(
-        self, max_message_bytes: int, on_unencodable: Callable[[Any, Exception], Any] = lambda m, e: None
+        self, in_fd: int, out_fd: int, max_message_bytes: int,
+        on_unencodable: Callable[[Any, Exception], Any] = lambda m, e: None,
     ) -> None:
-        # Keep private copies of the real stdin/stdout for the protocol ...
-        self._out_fd = os.dup(1)
-        self._in_fd = os.dup(0)
-        # ... and point the public descriptors where they can do no harm.
-        os.dup2(2, 1)
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(devnull, 0)
-        os.close(devnull)
-        sys.stdout = sys.stderr
-        self.reader = LineReader(self._in_fd, max_message_bytes)
-        self.writer = FrameWriter(self._out_fd, on_unencodable=on_unencodable)
+        self.reader = LineReader(in_fd, max_message_bytes)
+        self.writer = FrameWriter(out_fd, on_unencodable=on_unencodable)
 
     def send(self, message: Any, key: Any = None) -> None:
         self.writer.send(message, key)
@@ -337,3 +331,21 @@ class StdioTransport:
 
     def close(self) -> None:
         self.writer.close()
+
+
+class StdioTransport(Transport):
+    """The process's own stdin/stdout, guarded against stray output and stray reads."""
+
+    def __init__(
+        self, max_message_bytes: int, on_unencodable: Callable[[Any, Exception], Any] = lambda m, e: None
+    ) -> None:
+        # Keep private copies of the real stdin/stdout for the protocol ...
+        out_fd = os.dup(1)
+        in_fd = os.dup(0)
+        # ... and point the public descriptors where they can do no harm.
+        os.dup2(2, 1)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+        sys.stdout = sys.stderr
+        super().__init__(in_fd, out_fd, max_message_bytes, on_unencodable)
