@@ -23,9 +23,9 @@ from sidecar.domain.engine import Engine, now_ms
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
 from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
+from sidecar.memory import release_free_memory
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
-from sidecar.memory import release_free_memory
 from sidecar.persistence.checkpointer import Checkpointer
 from sidecar.protocol import Notifier, Protocol, error_response, unserializable, warm_up
 from sidecar.transport import StdioTransport, TooLong, Transport

@@ -1,11 +1,12 @@
-"""The engine: the one thread that writes the database, and the scheduler that lives in it.
+"""The engine: the one writer of the database, and the scheduler that lives in it.
 
 Why one writer: SQLite allows one writer at a time, and the hot path (create, claim, progress,
 complete) is bound by per-transaction cost, not by SQL. So every change is an *op* — a function run
-in this thread — and the loop group-commits every op that is waiting in one transaction
-(one SAVEPOINT each, so one op's failure does not undo its neighbours), then announces the changed
-tasks, resolves the callers' futures, and starts the handlers it claimed. Nothing is announced before
-it is committed.
+by the engine — and its thread group-commits every op that is waiting in one transaction
+(one SAVEPOINT each, so one op's failure does not undo its neighbours), then resolves the callers'
+futures, announces the changed tasks, and starts the handlers it claimed. Nothing is announced before
+it is committed. When the engine is idle, a caller may run its own ops under the same lock
+(:meth:`Engine.caller_runs`): the single-writer rule holds, one thread wake-up is saved.
 
 Handlers run in their own threads and talk back only by posting ops (progress, checkpoint, finish).
 """
@@ -213,7 +214,10 @@ class Engine:
         if self._conn is None or not self._inbox.empty() or not self._turn.acquire(blocking=False):
             return False
         try:
-            self._run(self._next_items(items))
+            try:
+                self._run(self._next_items(items))
+            except Exception:  # a bug: as in the engine's loop, say it loudly and keep serving
+                log.critical("engine error (inline):\n%s", traceback.format_exc())
             timeout = self._timeout()
             wake = timeout is not None and time.monotonic() + timeout < self._sleep_until
         finally:
@@ -467,11 +471,11 @@ class Engine:
             if spec.type in self.queue.paused_types:
                 continue
             limit = self.queue.type_limits.get(spec.type, spec.concurrency)
-            if limit is None:
+            running = counts.get(spec.type, 0)
+            if limit is None or running < limit:
                 eligible.append(spec.type)
-            elif counts.get(spec.type, 0) < limit:
-                eligible.append(spec.type)
-                batch = min(batch, limit - counts.get(spec.type, 0))
+                if limit is not None:
+                    batch = min(batch, limit - running)
         return eligible, batch
 
     def _claim(self, tx: Tx) -> list[Running]:

@@ -6,8 +6,9 @@ connection runs PASSIVE checkpoints (they never block the writer) about once a s
 inline checkpoint — kept as the backstop that bounds the log under sustained writes — finds most
 pages already copied; when the sidecar is idle it TRUNCATEs the -wal file.
 
-It is also the one thread that notices the end of a burst of writes (the log stops growing), so it
-calls ``on_quiet`` once then: the server hands back freed memory (:mod:`sidecar.memory`).
+It is also the one thread that notices the end of a burst of writes (a round in which the
+database's ``data_version`` did not change), so it calls ``on_quiet`` once then: the server hands
+back freed memory (:mod:`sidecar.memory`).
 """
 
 from __future__ import annotations

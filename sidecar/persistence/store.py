@@ -343,16 +343,20 @@ def prune(
     ]
     if not roots:
         return []
-    root_marks = ", ".join("?" * len(roots))
+    # The ids go in as one JSON array: a statement with one "?" per id would be a new statement
+    # each time, and the connection's statement cache kept up to 128 of them (SQLite's memory grew
+    # by ~0.5 MB a second in the soak until the cache was full).
+    root_list = dumps(roots)
     below = [
         r[0]
         for r in conn.execute(
-            f'WITH RECURSIVE sub("id") AS (SELECT "id" FROM "tasks" WHERE "parent_id" IN ({root_marks}) '
+            'WITH RECURSIVE sub("id") AS (SELECT "id" FROM "tasks" WHERE "parent_id" IN '
+            '(SELECT "value" FROM json_each(?)) '
             'UNION SELECT t."id" FROM "tasks" t JOIN sub ON t."parent_id" = sub."id") SELECT "id" FROM sub',
-            roots,
+            (root_list,),
         )
     ]
-    conn.execute(f'DELETE FROM "tasks" WHERE "id" IN ({root_marks})', roots)
+    conn.execute('DELETE FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (root_list,))
     return list(dict.fromkeys([*roots, *below]))
 
 
@@ -478,13 +482,10 @@ def insert_deps(conn: sqlite3.Connection, task_id: str, dep_ids: Iterable[str]) 
 def existing_ids(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, str]:
     """id -> status for the ids that exist."""
     found: dict[str, str] = {}
-    for start in range(0, len(ids), 500):
-        part = ids[start : start + 500]
-        marks = ", ".join("?" * len(part))
-        for task_id, status in conn.execute(
-            f'SELECT "id", "status" FROM "tasks" WHERE "id" IN ({marks})', part
-        ):
-            found[task_id] = status
+    for task_id, status in conn.execute(  # one JSON array: one cached statement (see prune)
+        'SELECT "id", "status" FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (dumps(list(ids)),)
+    ):
+        found[task_id] = status
     return found
 
 

@@ -1,7 +1,12 @@
 """Memory stays flat over a soak: a client keeps creating and completing work (plain tasks, sleeps
 with progress, small parent/child batches, cancels, lists with cursors, prunes) while the sidecar's
-VmRSS is sampled once a second. CI: 30 s, asserted bounded (after a warm-up, never above
-1.3 x the warm-up level + 20 MiB). Full: 30 minutes, same bound.
+VmRSS is sampled once a second. CI: 30 s, asserted flat (after a warm-up, never above 1.1 x the
+warm-up level + 8 MiB). Full: 30 minutes, same bound.
+
+The bound was 1.3 x + 20 MiB until the growth it tolerated was found to be SQLite's statement
+cache: prune and the id look-ups put one "?" per id in their SQL, so nearly every call prepared and
+cached a new statement (up to 128 a connection; +24 % in 30 s here, 118 -> 136 MiB in the 30-minute
+soak). They pass the ids as one JSON array now, and the bound is tight enough to catch that again.
 """
 
 from __future__ import annotations
@@ -93,4 +98,4 @@ def test_memory_stays_flat_under_sustained_work(tmp_path: Path) -> None:
            rss_end_mib=round(samples[-1][1] / 1024, 1), growth_after_warmup_pct=round((peak - base) * 100 / base, 1),
            wal_max_mib=round(max(wal_sizes, default=0) / 2**20, 1),
            wal_median_mib=round(sorted(wal_sizes)[len(wal_sizes) // 2] / 2**20, 1) if wal_sizes else 0)
-    assert peak <= base * 1.3 + 20 * 1024, f"RSS grew from {base} KiB to {peak} KiB after warm-up"
+    assert peak <= base * 1.1 + 8 * 1024, f"RSS grew from {base} KiB to {peak} KiB after warm-up"
