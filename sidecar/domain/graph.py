@@ -129,38 +129,43 @@ class Graph:
         new = [i for i in range(len(items)) if i not in existing_rows]
 
         # resolve parentId / dependsOn: a ref of this call, else an existing task id
-        wanted = {
-            v
-            for i in new
-            for v in [items[i].get("parentId"), *items[i].get("dependsOn", [])]
-            if v is not None and v not in refs
-        }
+        wanted: set[str] = set()
+        for i in new:
+            item = items[i]
+            parent = item.get("parentId")
+            if parent is not None and parent not in refs:
+                wanted.add(parent)
+            for dep in item.get("dependsOn", ()):
+                if dep not in refs:
+                    wanted.add(dep)
         statuses = store.existing_ids(conn, sorted(wanted)) if wanted else {}
         for i, row in existing_rows.items():  # a ref on an item that named an existing task
             if row:
                 statuses[ids[i]] = row[2]
 
-        def resolve(value: str, field: str) -> str:
+        def resolve(value: str, i: int, field: str) -> str:
             if value in refs:
                 return ids[refs[value]]
             if value in statuses:
                 return value
-            raise InvalidParams(field, f"no task with id {value!r} (nor a ref of this call)")
+            raise InvalidParams(f"{prefix(i)}{field}", f"no task with id {value!r} (nor a ref of this call)")
 
         parent_of: dict[int, str | None] = {}
         deps_of: dict[int, list[str]] = {}
         for i in new:
             item = items[i]
             parent = item.get("parentId")
-            parent_of[i] = resolve(parent, f"{prefix(i)}parentId") if parent is not None else None
-            if parent_of[i] in statuses and statuses[parent_of[i]] in _TERMINAL:
-                raise InvalidTransition(
-                    parent_of[i], statuses[parent_of[i]], "parent",
-                    f"a {statuses[parent_of[i]]} task takes no new children",
-                )
+            if parent is not None:
+                parent = resolve(parent, i, "parentId")
+                if statuses.get(parent) in _TERMINAL:
+                    raise InvalidTransition(
+                        parent, statuses[parent], "parent", f"a {statuses[parent]} task takes no new children",
+                    )
+            parent_of[i] = parent
+            deps = item.get("dependsOn")
             deps_of[i] = list(dict.fromkeys(
-                resolve(d, f"{prefix(i)}dependsOn[{j}]") for j, d in enumerate(item.get("dependsOn", []))
-            ))
+                resolve(d, i, f"dependsOn[{j}]") for j, d in enumerate(deps)
+            )) if deps else []
         # A new task can close a loop only through a dependency or a parent named by ref: a batch of
         # children of existing tasks (a playlist's 5,000 videos) needs no search.
         if any(deps_of[i] for i in new) or any(items[i].get("parentId") in refs for i in new):
@@ -185,7 +190,7 @@ class Graph:
             spec = engine.registry.get(item["type"])
             assert spec is not None
             deps = deps_of[i]
-            ready = all(statuses.get(d) == "COMPLETED" for d in deps)
+            ready = not deps or all(statuses.get(d) == "COMPLETED" for d in deps)
             run_at = item.get("runAt")
             rows.append(store.new_row(
                 task_id=ids[i],
@@ -205,9 +210,13 @@ class Graph:
             if not ready:
                 waiting.append(ids[i])
         store.insert_rows(conn, rows)  # parents first: the foreign key is checked at once
+        added: dict[tuple[str, str], int] = {}
         for i, row in zip(order, rows):
-            tx.count(row[store.I_TYPE], row[2], +1)
+            key = (row[store.I_TYPE], row[2])
+            added[key] = added.get(key, 0) + 1
             tx.announce(row, store.task_from_new_row(row, items[i].get("details", {}), deps_of[i]))
+        for (type_, status), n in added.items():
+            tx.count(type_, status, n)
         for i in new:
             if deps_of[i]:
                 store.insert_deps(conn, ids[i], deps_of[i])
