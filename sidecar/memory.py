@@ -9,8 +9,9 @@ free pages of all arenas. Elsewhere (macOS, Windows, musl) this does nothing.
 from __future__ import annotations
 
 import ctypes
-import gc
 import ctypes.util
+import functools
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 
+@functools.cache
 def _find_malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
@@ -31,18 +33,13 @@ def _find_malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-_malloc_trim: Callable[[int], int] | None | bool = False  # False: not looked up yet
-
-
 def release_free_memory() -> bool:
     """Collect cyclic garbage, then return freed heap pages to the OS where the C library can;
     True if it could."""
-    global _malloc_trim
     gc.collect()
-    if _malloc_trim is False:
-        _malloc_trim = _find_malloc_trim()
-    if _malloc_trim is None:
+    malloc_trim = _find_malloc_trim()
+    if malloc_trim is None:
         return False
-    released = _malloc_trim(0)  # type: ignore[operator]
+    released = malloc_trim(0)
     log.debug("malloc_trim: %s", "memory returned" if released else "nothing to return")
     return True

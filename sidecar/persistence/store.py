@@ -70,6 +70,10 @@ Row = tuple[Any, ...]
 Task = dict[str, Any]
 
 
+_V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)  # the version and variant bits
+_V4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
+
+
 def new_task_ids(count: int) -> list[str]:
     """``count`` fresh task ids: random (version 4) UUIDs, from one urandom call for all of them
     (``str(uuid.uuid4())`` 5,000 times was a tenth of a big createMany). Random rather than
@@ -82,10 +86,6 @@ def new_task_ids(count: int) -> list[str]:
         h = f"{value:032x}"
         ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
     return ids
-
-
-_V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)  # the version and variant bits
-_V4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
 
 
 def dumps(value: Any) -> str:
