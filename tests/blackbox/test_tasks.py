@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
+import orjson
 import pytest
 
 from tests.sidecar_client import SidecarProcess
@@ -263,3 +265,33 @@ def test_concurrency_is_respected(start_sidecar, n: int) -> None:
             running -= 1
         peak = max(peak, running)
     assert peak <= 2
+
+
+def _answer_precedes_announcements(sidecar: SidecarProcess, ident: Any) -> str:
+    """Index order in the stdout stream: the answer to ``ident``, then its task's QUEUED, RUNNING."""
+    answer = sidecar.response(ident)
+    task_id = answer["result"]["id"]
+    sidecar.wait_status(task_id, "COMPLETED")
+    with sidecar._cond:
+        messages = list(sidecar.messages)
+    at = messages.index(answer)
+    statuses = [(i, m["params"]["task"]["status"]) for i, m in enumerate(messages)
+                if m.get("method") == "task.updated" and m["params"]["task"]["id"] == task_id]
+    assert statuses[0][1] == "QUEUED" and statuses[1][1] == "RUNNING", statuses
+    assert at < statuses[0][0], (at, statuses)
+    return task_id
+
+
+def test_an_idle_create_is_answered_before_its_task_is_announced(sidecar: SidecarProcess) -> None:
+    # a lone request: the reader runs its transaction itself (docs/protocol.md, Notifications)
+    for _ in range(5):
+        _answer_precedes_announcements(sidecar, sidecar.request("tasks.create", {"type": "demo.noop"}))
+
+
+def test_a_burst_of_creates_is_answered_before_each_task_is_announced(sidecar: SidecarProcess) -> None:
+    # many lines in one write: the engine thread group-commits them
+    requests = [{"jsonrpc": "2.0", "id": f"b{i}", "method": "tasks.create", "params": {"type": "demo.noop"}}
+                for i in range(50)]
+    sidecar.send_raw(b"".join(orjson.dumps(r) + b"\n" for r in requests))
+    ids = {_answer_precedes_announcements(sidecar, f"b{i}") for i in range(50)}
+    assert len(ids) == 50

@@ -194,3 +194,16 @@ def test_new_task_ids_are_distinct_random_version_4_uuids() -> None:
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_recovery_requeues_interrupted_tasks_in_their_place(db_file: Path) -> None:
+    conn = connect(db_file)
+    first, second = insert(conn, 2)
+    conn.execute("UPDATE tasks SET run_at = created_at")
+    assert store.claim(conn, ["demo.noop"], 10_000)[0] == first  # running when the sidecar died
+    assert store.recover_interrupted(conn, 50_000) == (1, 0)
+    assert conn.execute("SELECT run_at FROM tasks WHERE id = ?", (first,)).fetchone()[0] == 1000
+    assert store.claim(conn, ["demo.noop"], 60_000)[0] == first  # still ahead of the one behind it
+    conn.execute("UPDATE tasks SET status = 'RUNNING', run_at = 90000 WHERE id = ?", (second,))
+    store.recover_interrupted(conn, 50_000)  # the clock went back: due now, never later
+    assert conn.execute("SELECT run_at FROM tasks WHERE id = ?", (second,)).fetchone()[0] == 50_000
