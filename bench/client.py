@@ -57,6 +57,7 @@ class Sidecar:
         self.last_line_at = 0.0
         self.max_gap_s = 0.0
         self.on_update: Callable[[float, dict[str, Any]], None] | None = None
+        self._waiters: list[tuple[str, set[str]]] = []  # (status, ids not yet seen in it)
         self.t_ready: float | None = None
         self.ready: dict[str, Any] | None = None
         self._ids = itertools.count(1)
@@ -120,6 +121,14 @@ class Sidecar:
         with self._cond:
             self._cond.notify_all()
 
+    def _seen_for_waiters(self, tid: str, status: str) -> None:
+        with self._cond:
+            for wanted, pending in self._waiters:
+                if wanted == status and tid in pending:
+                    pending.discard(tid)
+                    if not pending:
+                        self._cond.notify_all()
+
     def _response(self, t: float, msg: dict[str, Any]) -> None:
         with self._cond:
             self.responses[msg.get("id")] = (t, msg)
@@ -145,8 +154,11 @@ class Sidecar:
             seen = self.first_seen.get(tid)
             if seen is None:
                 seen = self.first_seen[tid] = {}
-            if task["status"] not in seen:
-                seen[task["status"]] = t
+            status = task["status"]
+            if status not in seen:
+                seen[status] = t
+                if self._waiters:
+                    self._seen_for_waiters(tid, status)
             self.last_task[tid] = task
         if self.on_update is not None:
             self.on_update(t, task)
@@ -218,17 +230,26 @@ class Sidecar:
         return sum(1 for i in ids if status in seen.get(i, ()))
 
     def wait_status(self, ids: list[str], status: str, timeout: float) -> bool:
-        """Wait until every task in ``ids`` was seen in ``status``."""
-        pending = set(ids)
+        """Wait until every task in ``ids`` was seen in ``status``.
+
+        Woken by the reader as statuses arrive: a polling loop over 100,000 ids would take a
+        core of this 2-core machine away from the sidecar being measured.
+        """
         deadline = time.monotonic() + timeout
-        while pending:
-            pending = {i for i in pending if status not in self.first_seen.get(i, ())}
-            if not pending:
+        with self._cond:
+            waiter: tuple[str, set[str]] = (status, set())
+            self._waiters.append(waiter)  # before the scan: an arrival during it is not missed
+            try:
+                pending = waiter[1]
+                pending.update(i for i in ids if status not in self.first_seen.get(i, ()))
+                while pending:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self.proc.poll() is not None:
+                        return False
+                    self._cond.wait(min(left, 0.05))
                 return True
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                return False
-            time.sleep(0.002)
-        return True
+            finally:
+                self._waiters.remove(waiter)
 
     # ------------------------------------------------------------ process
 
