@@ -57,6 +57,7 @@ class Tx:
 
     __slots__ = (
         "conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty", "counts", "released",
+        "started",
     )
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
@@ -70,6 +71,7 @@ class Tx:
         self.dirty: set[str] = set()  # parents whose aggregate progress must be recomputed
         self.counts: dict[tuple[str, str], int] = {}  # net status changes, for task_counts
         self.released: list[Running] = []  # slots freed in this transaction (given back on rollback)
+        self.started: list[Running] = []  # slots taken by tasks started as they were inserted
 
     def count(self, type: str, status: str, delta: int) -> None:
         key = (type, status)
@@ -92,11 +94,15 @@ class Tx:
         return task
 
     def mark(self) -> tuple[Any, ...]:
-        return len(self.announced), len(self.deleted), len(self.after), dict(self.counts)
+        return len(self.announced), len(self.deleted), len(self.after), dict(self.counts), len(self.started)
 
-    def undo_to(self, mark: tuple[Any, ...]) -> None:
+    def undo_to(self, mark: tuple[Any, ...]) -> list[Running]:
+        """Forget what was done since ``mark``; returns the slots it had taken (to give back)."""
         del self.announced[mark[0] :], self.deleted[mark[1] :], self.after[mark[2] :]
         self.counts = mark[3]
+        taken = self.started[mark[4] :]
+        del self.started[mark[4] :]
+        return taken
 
 
 @dataclass
@@ -376,7 +382,8 @@ class Engine:
                     else:
                         conn.execute("ROLLBACK TO op")
                         conn.execute("RELEASE op")
-                    tx.undo_to(mark)
+                    for running in tx.undo_to(mark):
+                        self._running.pop(running.ctx.id, None)
                     if not isinstance(exc, SidecarError):
                         log.error("op failed:\n%s", traceback.format_exc())
                     outcomes.append((item, False, exc))
@@ -384,13 +391,14 @@ class Engine:
                 if not alone:
                     conn.execute("RELEASE op")
                 outcomes.append((item, True, value))
+            claimed = tx.started
             if self._claiming and (self._claim_needed or claim):
-                claimed = self._claim(tx)
+                claimed = claimed + self._claim(tx)
             store.apply_counts(conn, tx.counts)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._restore(tx)
-            self._storage_failure(conn, items, claimed, exc)
+            self._storage_failure(conn, items, claimed or tx.started, exc)
             return
         if tx.released:
             with self._idle:
@@ -495,19 +503,49 @@ class Engine:
 
     def _started(self, tx: Tx, row: store.Row) -> Running:
         """Account and announce a claimed row (followed by its checkpoint); give it a slot."""
+        checkpoint = row[-1]
         task = tx.announce(row[:-1])
+        state = store.orjson.loads(checkpoint) if checkpoint is not None else None
+        return self._take_slot(tx, task, task["details"], state)
+
+    def may_start_on_insert(self, tx: Tx, type: str) -> bool:
+        """Whether a task of ``type`` inserted QUEUED and due now may take a slot in the same write.
+
+        True only when the claim that would follow could pick nothing else: claiming is on, a
+        slot is free for the type, and nothing else is due (no claim pending, no delayed task
+        come due). Then the insert writes the task as RUNNING — the row the claim's UPDATE would
+        have made — and an idle queue starts a new task with one statement instead of two.
+        """
+        if not self._claiming or self._claim_needed or self._wake_types is not None:
+            return False
+        if self._wake_at_ms is not None and self._wake_at_ms <= tx.now:
+            return False
+        free = self.queue.concurrency - len(self._running)
+        if free <= 0:
+            return False
+        types, batch = self._eligible_types(free)
+        return batch > 0 and type in types
+
+    def started_on_insert(self, tx: Tx, row: store.Row, task: Task) -> None:
+        """Account, announce and give a slot to a task inserted RUNNING (see may_start_on_insert);
+        its handler starts after the commit, like a claimed one."""
+        tx.announce(row, task)
+        # the handler gets details of its own: the announced Task's may still be waiting to be encoded
+        details = store.orjson.loads(row[store.I_DETAILS])
+        tx.started.append(self._take_slot(tx, task, details, None))
+
+    def _take_slot(self, tx: Tx, task: Task, details: Any, state: Any) -> Running:
         tx.count(task["type"], "QUEUED", -1)
         tx.count(task["type"], "RUNNING", +1)
         spec = self.registry.get(task["type"])
         assert spec is not None
-        checkpoint = row[-1]
         ctx = TaskContext(
             task_id=task["id"],
             type=task["type"],
-            details=task["details"],
+            details=details,
             attempt=task["attempt"],
             max_attempts=task["maxAttempts"],
-            state=store.orjson.loads(checkpoint) if checkpoint is not None else None,
+            state=state,
             on_progress=self._on_progress,
             on_checkpoint=self._on_checkpoint,
             on_spawn=self._on_spawn,

@@ -209,7 +209,17 @@ class Graph:
             ))
             if not ready:
                 waiting.append(ids[i])
-        store.insert_rows(conn, rows)  # parents first: the foreign key is checked at once
+        # A lone new task that is due, with a slot free and nothing else due, is written RUNNING
+        # (Engine.may_start_on_insert): one statement, not an insert and a claim. Its QUEUED
+        # version is still announced first and is what the caller is answered.
+        written = rows
+        start = (
+            len(rows) == 1 and rows[0][2] == Status.QUEUED.value and rows[0][store.I_RUN_AT] <= tx.now
+            and engine.may_start_on_insert(tx, rows[0][store.I_TYPE])
+        )
+        if start:
+            written = [store.started_row(rows[0], tx.now)]
+        store.insert_rows(conn, written)  # parents first: the foreign key is checked at once
         added: dict[tuple[str, str], int] = {}
         for i, row in zip(order, rows):
             key = (row[store.I_TYPE], row[2])
@@ -220,11 +230,19 @@ class Graph:
         for i in new:
             if deps_of[i]:
                 store.insert_deps(conn, ids[i], deps_of[i])
-        engine.wake()
+        answered: dict[str, Task] = {}
+        if start:
+            task_id = written[0][0]
+            answered[task_id] = tx.latest[task_id]
+            engine.started_on_insert(
+                tx, written[0], store.task_from_new_row(written[0], items[order[0]].get("details", {}), deps_of[order[0]])
+            )
+        else:
+            engine.wake()
         self.settle(tx, waiting)  # a dependency already FAILED/CANCELLED ends them at once
         out: list[Task] = []
         for i, task_id in enumerate(ids):
-            latest = tx.latest.get(task_id)
+            latest = answered.get(task_id) or tx.latest.get(task_id)
             if latest is None:
                 latest = store.task_from_row(existing_rows[i] or self.row(tx, task_id))
             out.append(latest)

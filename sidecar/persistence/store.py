@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.domain.states import Status, sources
+from sidecar.domain.states import Status, check, sources
 
 COLUMNS: tuple[str, ...] = (
     "id",
@@ -64,6 +64,8 @@ I_POLICY = COLUMNS.index("on_child_failure")
 I_TYPE = COLUMNS.index("type")
 I_ERROR = COLUMNS.index("error")
 I_RESULT = _I_RESULT
+I_DETAILS = _I_DETAILS
+I_RUN_AT = COLUMNS.index("run_at")
 PREV_STATUS = len(COLUMNS)  # the extra element of a row returned by transition()
 
 Row = tuple[Any, ...]
@@ -139,6 +141,26 @@ def new_row(
     return (task_id, type, status.value, parent_id, 0, None, details_json, None, None, priority,
             0, max_attempts, run_at, idempotency_key, now, now, None, None, 1,
             depends_on_json, on_child_failure, weight, 0)
+
+
+_I_ATTEMPT = COLUMNS.index("attempt")
+_I_UPDATED_AT = COLUMNS.index("updated_at")
+_I_STARTED_AT = COLUMNS.index("started_at")
+_I_COMPLETED_AT = COLUMNS.index("completed_at")
+_I_VERSION = COLUMNS.index("version")
+
+
+def started_row(row: Row, now: int) -> Row:
+    """A new QUEUED row as the claim's QUEUED -> RUNNING would leave it (see :func:`claim_many`:
+    the same columns, the same values), for a task started in the transaction that inserts it."""
+    check(row[0], row[2], Status.RUNNING)
+    started = list(row)
+    started[2] = Status.RUNNING.value
+    started[_I_ATTEMPT] += 1
+    started[_I_STARTED_AT] = started[_I_UPDATED_AT] = now
+    started[_I_COMPLETED_AT] = None
+    started[_I_VERSION] += 1
+    return tuple(started)
 
 
 _INSERT_ROW = f'INSERT INTO "tasks" ({_COLS}) VALUES ({", ".join("?" * len(COLUMNS))})'

@@ -183,6 +183,45 @@ def test_priority_then_age_decides_the_order(start_sidecar) -> None:
     assert started == [blocker["id"], old_high["id"], new_high["id"], low["id"]]
 
 
+def test_a_task_started_as_it_is_inserted_is_written_as_a_claim_would(start_sidecar) -> None:
+    # On an idle queue a lone create is written RUNNING at once (no insert-then-claim); with the
+    # slot taken, the next one is claimed later. The client must not be able to tell them apart.
+    sidecar = start_sidecar("--concurrency", "1")
+    idle = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0.3, "steps": 1}})
+    sidecar.wait_status(idle["id"], "RUNNING")
+    claimed = sidecar.call("tasks.create", {"type": "demo.noop"})
+    assert claimed["status"] == "QUEUED"
+    for task in (idle, claimed):
+        done = sidecar.wait_status(task["id"], "COMPLETED")
+        updates = sidecar.updates(task["id"])
+        queued, running = updates[0], updates[1]
+        assert task == queued and queued["status"] == "QUEUED" and queued["version"] == 1
+        assert running["status"] == "RUNNING" and running["version"] == 2 and running["attempt"] == 1
+        assert running["startedAt"] == running["updatedAt"] >= queued["createdAt"]
+        assert running["completedAt"] is None and running["progress"] == 0
+        assert {k: v for k, v in running.items() if k not in ("status", "version", "attempt", "startedAt", "updatedAt")} \
+            == {k: v for k, v in queued.items() if k not in ("status", "version", "attempt", "startedAt", "updatedAt")}
+        assert done == updates[-1] == sidecar.call("tasks.get", {"id": task["id"]})
+    # the status counts behind tasks.stats were kept by both paths
+    assert {s: n for s, n in sidecar.call("tasks.stats")["byStatus"].items() if n} == {"COMPLETED": 2}
+
+
+def test_a_paused_type_or_a_full_queue_keeps_a_new_task_queued(start_sidecar) -> None:
+    sidecar = start_sidecar("--concurrency", "1")
+    sidecar.call("queue.pause", {"type": "demo.noop"})
+    paused = sidecar.call("tasks.create", {"type": "demo.noop"})
+    blocker = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0.4, "steps": 1}})
+    sidecar.wait_status(blocker["id"], "RUNNING")
+    waiting = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 0, "steps": 1}})
+    assert [u["status"] for u in sidecar.updates(paused["id"])] == ["QUEUED"]
+    assert [u["status"] for u in sidecar.updates(waiting["id"])] == ["QUEUED"]
+    sidecar.wait_status(waiting["id"], "COMPLETED")
+    assert [u["status"] for u in sidecar.updates(paused["id"])] == ["QUEUED"]
+    sidecar.call("queue.resume", {"type": "demo.noop"})
+    sidecar.wait_status(paused["id"], "COMPLETED")
+    assert {s: n for s, n in sidecar.call("tasks.stats")["byStatus"].items() if n} == {"COMPLETED": 3}
+
+
 def test_run_at_delays_the_start(sidecar: SidecarProcess) -> None:
     run_at = int(time.time() * 1000) + 700
     task = sidecar.call("tasks.create", {"type": "demo.noop", "runAt": run_at})
