@@ -9,14 +9,13 @@ in ``errors``; measuring code calls :meth:`check` and fails the run.
 
 from __future__ import annotations
 
-import io
 import itertools
 import os
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -82,12 +81,13 @@ class Sidecar:
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
-        # bufsize=0 makes proc.stdout a raw FileIO whose readline() reads one byte per syscall:
-        # far slower than the sidecar writes, which would fill the pipe and stall it. Buffer it.
-        stream = io.BufferedReader(self.proc.stdout, 1 << 16)
+        # Every line of one read is stamped with the time that read returned: that is when the
+        # client has the bytes. (Stamping each line after parsing the ones before it would add
+        # this client's own parsing, and the wake-up of a thread waiting on an earlier response,
+        # to a later line: a RUNNING sent in the same write as its create's answer.)
+        fd = self.proc.stdout.fileno()
         first = True
-        for line in stream:
-            t = clock()
+        for t, line in _lines_with_arrival(fd):
             self.lines += 1
             if self.last_line_at:
                 gap = t - self.last_line_at
@@ -293,6 +293,22 @@ class Sidecar:
     def __exit__(self, *exc: Any) -> None:
         if self.proc.poll() is None:
             self.close()
+
+
+def _lines_with_arrival(fd: int) -> Iterator[tuple[float, bytes]]:
+    """(arrival time, line) for each line read from ``fd``, until end of file."""
+    rest = b""
+    while True:
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            break
+        t = clock()
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield t, line
+    if rest:
+        yield clock(), rest
 
 
 def noop_item(**extra: Any) -> dict[str, Any]:
