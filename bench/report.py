@@ -199,7 +199,8 @@ def markdown(res: dict[str, Any]) -> str:
     w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")
     w("Median over rounds (min–max). *enqueue/s*: one call per job. *drain/s*: queued jobs run to "
       "done by 4 workers. *start*: enqueue → the job starts, on an idle queue, probes at random "
-      "moments (the sidecar: `tasks.create` sent → `RUNNING` notification read by the client).\n")
+      "moments (the sidecar: `tasks.create` written → the read that brings the `RUNNING` "
+      "notification returns in the client).\n")
     w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | storage | notes |")
     w("|---|---|---|---|---|---|---|---|")
     for name in ("task-sidecar", *PEERS, "raw sqlite3"):
