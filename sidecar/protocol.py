@@ -46,19 +46,20 @@ MAX_DEPTH = 64  # nesting allowed in params; orjson cannot write values nested p
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
     """The path of the first spot nested deeper than ``limit`` levels, or None."""
-    # First a walk of the containers alone (a 5,000-item createMany is mostly scalars); the
-    # path is worked out only for params that are too deep.
-    containers: list[tuple[Any, int]] = [(value, 0)]
-    deepest = 0
-    while containers:
-        item, depth = containers.pop()
-        deepest = max(deepest, depth)
-        if depth >= limit:
-            break
-        for child in item.values() if type(item) is dict else item if type(item) is list else ():
-            if type(child) is dict or type(child) is list:
-                containers.append((child, depth + 1))
-    if deepest < limit:
+    # First a walk of the containers alone, one level at a time (a 5,000-item createMany is
+    # mostly scalars: no tuple, no path per container); the path is worked out only for params
+    # that are too deep.
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level and depth < limit:
+        below = []
+        for item in level:
+            for child in item.values() if type(item) is dict else item:
+                if type(child) is dict or type(child) is list:
+                    below.append(child)
+        level = below
+        depth += 1
+    if not level:
         return None
     stack: list[tuple[Any, str, int]] = [(value, "", 0)]
     while stack:
