@@ -120,6 +120,20 @@ def test_claim_does_not_walk_tasks_delayed_to_later(db_file: Path) -> None:
     assert _claim_steps(conn) < alone * 2
 
 
+def test_a_row_started_on_insert_is_the_row_a_claim_writes(db_file: Path) -> None:
+    conn = connect(db_file)
+    fields = dict(type="demo.noop", status=Status.QUEUED, parent_id=None, details_json='{"n": 1}',
+                  priority=3, max_attempts=2, run_at=1000, idempotency_key=None, now=1000)
+    store.insert(conn, task_id="claimed", **fields)
+    claimed = store.claim(conn, ["demo.noop"], 5000)
+    assert claimed is not None
+    store.insert_rows(conn, [store.started_row(store.new_row(task_id="started", **fields), 5000)])
+    started = conn.execute(f"SELECT {store._COLS}, checkpoint FROM tasks WHERE id = 'started'").fetchone()
+    assert started[1:] == claimed[1:]  # every column but the id, checkpoint included
+    with pytest.raises(Exception, match="cannot move from RUNNING to RUNNING"):
+        store.started_row(started[:-1], 6000)  # only a QUEUED row can start
+
+
 def test_transition_is_refused_by_the_state_machine(db_file: Path) -> None:
     conn = connect(db_file)
     (task_id,) = insert(conn, 1)
