@@ -398,7 +398,7 @@ class Engine:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._restore(tx)
-            self._storage_failure(conn, items, claimed or tx.started, exc)
+            self._storage_failure(conn, items, claimed, exc)
             return
         if tx.released:
             with self._idle:
@@ -437,9 +437,12 @@ class Engine:
                 self._wake_at_ms = now_ms() + int(STORAGE_RETRY_S * 1000)
 
     def _restore(self, tx: Tx) -> None:
-        """Give back the slots a rolled-back transaction had freed."""
+        """Give back the slots a rolled-back transaction had freed, take back those it had taken
+        for tasks started as they were inserted (their rows are gone with it)."""
         for running in tx.released:
             self._running.setdefault(running.ctx.id, running)
+        for running in tx.started:
+            self._running.pop(running.ctx.id, None)
 
     def _storage_failure(
         self, conn: sqlite3.Connection, items: list[_Item], claimed: list[Running], exc: sqlite3.Error
