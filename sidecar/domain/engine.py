@@ -508,8 +508,7 @@ class Engine:
         """Account and announce a claimed row (followed by its checkpoint); give it a slot."""
         checkpoint = row[-1]
         task = tx.announce(row[:-1])
-        state = store.orjson.loads(checkpoint) if checkpoint is not None else None
-        return self._take_slot(tx, task, task["details"], state)
+        return self._take_slot(tx, task, store.orjson.loads(checkpoint) if checkpoint is not None else None)
 
     def may_start_on_insert(self, tx: Tx, type: str) -> bool:
         """Whether a task of ``type`` inserted QUEUED and due now may take a slot in the same write.
@@ -533,11 +532,9 @@ class Engine:
         """Account, announce and give a slot to a task inserted RUNNING (see may_start_on_insert);
         its handler starts after the commit, like a claimed one."""
         tx.announce(row, task)
-        # the handler gets details of its own: the announced Task's may still be waiting to be encoded
-        details = store.orjson.loads(row[store.I_DETAILS])
-        tx.started.append(self._take_slot(tx, task, details, None))
+        tx.started.append(self._take_slot(tx, task, None))
 
-    def _take_slot(self, tx: Tx, task: Task, details: Any, state: Any) -> Running:
+    def _take_slot(self, tx: Tx, task: Task, state: Any) -> Running:
         tx.count(task["type"], "QUEUED", -1)
         tx.count(task["type"], "RUNNING", +1)
         spec = self.registry.get(task["type"])
@@ -545,7 +542,7 @@ class Engine:
         ctx = TaskContext(
             task_id=task["id"],
             type=task["type"],
-            details=details,
+            details=task["details"],
             attempt=task["attempt"],
             max_attempts=task["maxAttempts"],
             state=state,

@@ -211,7 +211,7 @@ class Graph:
                 waiting.append(ids[i])
         # A lone new task that is due, with a slot free and nothing else due, is written RUNNING
         # (Engine.may_start_on_insert): one statement, not an insert and a claim. Its QUEUED
-        # version is still announced first and is what the caller is answered.
+        # version is still announced first and is what the caller is answered (see the end).
         written = rows
         start = (
             len(rows) == 1 and rows[0][2] == Status.QUEUED.value and rows[0][store.I_RUN_AT] <= tx.now
@@ -230,22 +230,20 @@ class Graph:
         for i in new:
             if deps_of[i]:
                 store.insert_deps(conn, ids[i], deps_of[i])
-        answered: dict[str, Task] = {}
-        if start:
-            task_id = written[0][0]
-            answered[task_id] = tx.latest[task_id]
-            engine.started_on_insert(
-                tx, written[0], store.task_from_new_row(written[0], items[order[0]].get("details", {}), deps_of[order[0]])
-            )
-        else:
+        if not start:
             engine.wake()
         self.settle(tx, waiting)  # a dependency already FAILED/CANCELLED ends them at once
         out: list[Task] = []
         for i, task_id in enumerate(ids):
-            latest = answered.get(task_id) or tx.latest.get(task_id)
+            latest = tx.latest.get(task_id)
             if latest is None:
                 latest = store.task_from_row(existing_rows[i] or self.row(tx, task_id))
             out.append(latest)
+        if start:  # after the answer was taken: the caller gets the QUEUED version
+            i = order[0]
+            engine.started_on_insert(
+                tx, written[0], store.task_from_new_row(written[0], items[i].get("details", {}), deps_of[i])
+            )
         return out
 
     def _refuse_cycles(
