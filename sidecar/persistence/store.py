@@ -64,7 +64,6 @@ I_POLICY = COLUMNS.index("on_child_failure")
 I_TYPE = COLUMNS.index("type")
 I_ERROR = COLUMNS.index("error")
 I_RESULT = _I_RESULT
-I_DETAILS = _I_DETAILS
 I_RUN_AT = COLUMNS.index("run_at")
 PREV_STATUS = len(COLUMNS)  # the extra element of a row returned by transition()
 
@@ -263,7 +262,7 @@ def claim_many(conn: sqlite3.Connection, types: Sequence[str], now: int, limit: 
     sql = _claim_sql_cache.get(len(types))
     if sql is None:
         marks = ", ".join("?" * len(types))
-        sql = (
+        sql = (  # what it writes, started_row writes too (tests/unit/test_store.py holds them equal)
             'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
             '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
             'WHERE "rowid" IN (SELECT "rowid" FROM "tasks" INDEXED BY "tasks_claim" '

@@ -16,7 +16,7 @@ from sidecar.persistence import migrations, models
 
 
 @pytest.fixture
-def engine(tmp_path: Path):
+def engine_and_waiter(tmp_path: Path):
     db = models.open_database(str(tmp_path / "engine.db"))
     migrations.upgrade(db)
     completed: list[str] = []
@@ -35,16 +35,16 @@ def engine(tmp_path: Path):
         with done:
             return done.wait_for(lambda: task_id in completed, timeout)
 
-    engine.wait_completed = wait_completed  # type: ignore[attr-defined]
-    yield engine
+    yield engine, wait_completed
     engine.shutdown()
     db.close()
 
 
-def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_insert(engine: Engine) -> None:
+def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_insert(engine_and_waiter) -> None:
+    engine, wait_completed = engine_and_waiter
     create = lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0]  # noqa: E731
     first = engine.submit(create).result(10)  # the engine has looked at its queue: it is idle
-    assert engine.wait_completed(first["id"])
+    assert wait_completed(first["id"])
     with engine._turn:  # both ops wait in the inbox, so they share one transaction
         started = engine.submit(create)  # inserted RUNNING into the one free slot...
         broken = engine.submit(lambda tx: tx.conn.execute("SELECT * FROM no_such_table"))
@@ -53,6 +53,6 @@ def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_inse
     with pytest.raises(StorageError):
         broken.result(10)
     again = engine.submit(create).result(10)
-    assert engine.wait_completed(again["id"]), "the rolled-back task kept the only slot"
+    assert wait_completed(again["id"]), "the rolled-back task kept the only slot"
     row = sqlite3.connect(models.database.database).execute("SELECT COUNT(*) FROM tasks").fetchone()
     assert row == (2,)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.domain.states import Status
+from sidecar.domain.states import IllegalTransition, Status
 from sidecar.persistence import migrations, models, store
 
 
@@ -130,7 +130,7 @@ def test_a_row_started_on_insert_is_the_row_a_claim_writes(db_file: Path) -> Non
     store.insert_rows(conn, [store.started_row(store.new_row(task_id="started", **fields), 5000)])
     started = conn.execute(f"SELECT {store._COLS}, checkpoint FROM tasks WHERE id = 'started'").fetchone()
     assert started[1:] == claimed[1:]  # every column but the id, checkpoint included
-    with pytest.raises(Exception, match="cannot move from RUNNING to RUNNING"):
+    with pytest.raises(IllegalTransition, match="cannot move from RUNNING to RUNNING"):
         store.started_row(started[:-1], 6000)  # only a QUEUED row can start
 
 
