@@ -270,36 +270,37 @@ class Protocol:
         method.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
         return method
 
-    def handle(self, line: bytes, respond: Respond) -> None:
-        """Answer one line (a request, a notification or a batch) through ``respond``."""
+    def handle(self, line: bytes, respond: Respond) -> bool:
+        """Answer one line (a request, a notification or a batch) through ``respond``; False if
+        it takes no answer (notifications only), so ``respond`` will never be called."""
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             respond(error_response(PARSE_ERROR, "Parse error", str(exc)))
-            return
+            return True
         if isinstance(message, list):
-            self._handle_batch(message, respond)
-            return
+            return self._handle_batch(message, respond)
         answer = self._dispatch(message)
         if isinstance(answer, Future):
             answer.add_done_callback(lambda f: respond(f.result()))
         elif answer is not None:
             respond(answer)
+        return answer is not None
 
-    def _handle_batch(self, batch: list[Any], respond: Respond) -> None:
+    def _handle_batch(self, batch: list[Any], respond: Respond) -> bool:
         if not batch:
             respond(error_response(INVALID_REQUEST, "Invalid request", "empty batch"))
-            return
+            return True
         if len(batch) > MAX_BATCH:
             respond(error_response(INVALID_REQUEST, "Invalid request", f"batch of {len(batch)} exceeds {MAX_BATCH}"))
-            return
+            return True
         answers = [a for a in (self._dispatch(item) for item in batch) if a is not None]
         pending = [a for a in answers if isinstance(a, Future)]
         if not answers:
-            return
+            return False
         if not pending:
             respond(answers)
-            return
+            return True
         remaining = [len(pending)]
         lock = threading.Lock()
 
@@ -312,6 +313,7 @@ class Protocol:
 
         for future in pending:
             future.add_done_callback(one_done)
+        return True
 
     def _dispatch(self, request: Any) -> dict[str, Any] | Future[dict[str, Any]] | None:
         # jsonrpcserver's own steps after parsing and request validation (both done here, once):

@@ -23,7 +23,7 @@ from sidecar.domain.engine import Engine, now_ms
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
 from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
-from sidecar.memory import release_free_memory
+from sidecar.memory import pause_collection, release_free_memory
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
 from sidecar.persistence.checkpointer import Checkpointer
@@ -217,9 +217,21 @@ class Sidecar:
                     )
                 )
                 continue
-            if reader.has_more() or len(line) > INLINE_MAX_BYTES:
-                # a burst is group-committed by the engine thread; a big request (a 5,000-task
-                # createMany) is too, while this thread goes on reading
+            if len(line) > INLINE_MAX_BYTES:
+                # a big request (a 5,000-task createMany) is committed by the engine thread while
+                # this one goes on reading; no garbage collection until its answer is out (see
+                # sidecar.memory)
+                resume_collection = pause_collection()
+                answered = False
+                try:
+                    answered = protocol.handle(
+                        line, lambda answer: transport.send(answer, on_written=resume_collection)
+                    )
+                finally:
+                    if not answered:  # a notification, or handle() failed: nothing to wait for
+                        resume_collection()
+            elif reader.has_more():
+                # a burst is group-committed by the engine thread
                 protocol.handle(line, transport.send)
             else:
                 with self.engine.caller_runs():

@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -106,6 +106,15 @@ class LineReader:
             self._fill()
 
 
+class _Written:
+    """A place in the queue: its callback runs once every frame before it has been written."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+
+
 DIRECT_MAX = 64  # a bigger batch (a createMany's announcements) is encoded by the writer thread
 
 
@@ -144,6 +153,7 @@ class FrameWriter:
         self._spill = b""  # what a direct write left unwritten (the pipe was full); goes first
         self._holds = 0
         self._held: list[tuple[Any, Any]] = []
+        self._held_callbacks: list[Callable[[], None]] = []
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._by_key: dict[Any, list[Any]] = {}
         self._cond = threading.Condition()
@@ -153,8 +163,18 @@ class FrameWriter:
         self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
         self._thread.start()
 
-    def send(self, message: Any, key: Any = None) -> None:
-        self.send_many([(message, key)])
+    def send(self, message: Any, key: Any = None, on_written: Callable[[], None] | None = None) -> None:
+        """Queue one message. ``on_written`` is called, in the writer thread, once the message and
+        everything sent in the same hold have been written (or dropped, stdout being gone)."""
+        if on_written is None:
+            self.send_many([(message, key)])
+            return
+        with self._cond:
+            if self._holds:
+                self._held.append((message, key))
+                self._held_callbacks.append(on_written)
+            else:
+                self._send([(message, key)], [on_written])
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -171,9 +191,10 @@ class FrameWriter:
         finally:
             with self._cond:
                 self._holds -= 1
-                if not self._holds and self._held:
+                if not self._holds and (self._held or self._held_callbacks):
                     messages, self._held = self._held, []
-                    self._send(messages)
+                    callbacks, self._held_callbacks = self._held_callbacks, []
+                    self._send(messages, callbacks)
 
     def send_many(self, messages: list[tuple[Any, Any]]) -> None:
         """Queue ``(message, key)`` pairs in order, under one lock and one wake-up."""
@@ -183,10 +204,13 @@ class FrameWriter:
             else:
                 self._send(messages)
 
-    def _send(self, messages: list[tuple[Any, Any]]) -> None:
+    def _send(self, messages: list[tuple[Any, Any]], callbacks: Sequence[Callable[[], None]] = ()) -> None:
         if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
                 and not self._spill and not self._broken):
             self._write_now(b"".join(self._encode(m) for m, _ in messages))
+            if callbacks:  # called by the writer thread, after what the pipe did not take yet
+                self._pending.extend([None, _Written(cb)] for cb in callbacks)
+                self._cond.notify()
             return
         stalled = self._reader_stalled()
         for message, key in messages:
@@ -200,6 +224,7 @@ class FrameWriter:
             self._pending.append(entry)
             if key is not None:
                 self._by_key[key] = entry
+        self._pending.extend([None, _Written(cb)] for cb in callbacks)
         self._cond.notify()
 
     def _reader_stalled(self) -> bool:
@@ -247,17 +272,26 @@ class FrameWriter:
                     return
                 spill, self._spill = self._spill, b""
                 batch = []
+                written: list[Callable[[], None]] = []
                 while self._pending and len(batch) < 512:
                     entry = self._pending.popleft()
                     if entry[0] is not None and self._by_key.get(entry[0]) is entry:
                         del self._by_key[entry[0]]
-                    batch.append(entry[1])
+                    if isinstance(entry[1], _Written):
+                        written.append(entry[1].callback)
+                    else:
+                        batch.append(entry[1])
                 self._busy = True
             try:
                 self._write(spill + b"".join(self._encode(m) for m in batch))
             finally:
                 with self._cond:
                     self._busy = False
+                for callback in written:
+                    try:
+                        callback()
+                    except Exception:  # noqa: BLE001 - the writer thread must outlive any callback
+                        log.exception("on_written callback failed")
 
     def _encode(self, message: Any) -> bytes:
         # This thread must survive any message: one that cannot be encoded is replaced (a
@@ -320,8 +354,8 @@ class Transport:
         self.reader = LineReader(in_fd, max_message_bytes)
         self.writer = FrameWriter(out_fd, on_unencodable=on_unencodable)
 
-    def send(self, message: Any, key: Any = None) -> None:
-        self.writer.send(message, key)
+    def send(self, message: Any, key: Any = None, on_written: Callable[[], None] | None = None) -> None:
+        self.writer.send(message, key, on_written)
 
     def send_many(self, messages: list[tuple[Any, Any]]) -> None:
         self.writer.send_many(messages)

@@ -72,3 +72,12 @@ def playlist(ctx: TaskContext) -> dict:
     if ctx.details.get("fail_after_spawn"):
         raise RuntimeError("playlist handler failed after spawning")
     return {"entries": entries}
+
+
+@handler("test.gc_state")
+def gc_state(ctx: TaskContext) -> dict:
+    """Whether Python's automatic garbage collection is on in the sidecar (it pauses while a big
+    request is in flight and must always come back on)."""
+    import gc
+
+    return {"enabled": gc.isenabled()}

@@ -97,3 +97,63 @@ def test_held_output_leaves_in_order_when_the_hold_ends() -> None:
     assert os.read(r, 1000) == b'{"n":1}\n{"n":2}\n{"n":3}\n'
     os.close(w)
     os.close(r)
+
+
+PIPE_BUFFER = 1 << 16  # Linux's default pipe capacity: what may still be unread when a write returns
+
+
+def test_on_written_runs_after_everything_sent_in_the_same_hold_is_written() -> None:
+    r, w = os.pipe()
+    writer = FrameWriter(w)
+    got = bytearray()
+    thread = drain(r, got)
+    read_when_called: list[int] = []
+    done = threading.Event()
+
+    def on_written() -> None:
+        read_when_called.append(len(got))
+        done.set()
+
+    with writer.held():
+        writer.send({"answer": 1}, on_written=on_written)
+        # sent after the answer but in the same hold (a createMany's announcements): 440 KB,
+        # far more than the pipe holds, so the callback must wait for the reader to take them
+        writer.send_many([({"n": k, "pad": "x" * 200}, None) for k in range(2000)])
+        assert not done.is_set()
+    assert done.wait(10)
+    writer.close()
+    os.close(w)
+    thread.join()
+    os.close(r)
+    lines = bytes(got).splitlines()
+    assert len(lines) == 2001 and orjson.loads(lines[0]) == {"answer": 1}
+    assert read_when_called[0] >= len(got) - PIPE_BUFFER
+
+
+def test_on_written_outside_a_hold_waits_for_what_the_pipe_did_not_take() -> None:
+    r, w = os.pipe()
+    writer = FrameWriter(w)
+    for i in range(1000):  # nobody reads yet: the pipe fills, the rest waits in the writer
+        writer.send({"i": i, "pad": "x" * 200})
+    done = threading.Event()
+    writer.send({"i": 1000}, on_written=done.set)
+    assert not done.wait(0.2)  # the pipe is full: not written yet
+    got = bytearray()
+    thread = drain(r, got)
+    assert done.wait(10)
+    writer.close()
+    os.close(w)
+    thread.join()
+    os.close(r)
+    assert orjson.loads(bytes(got).splitlines()[-1]) == {"i": 1000}
+
+
+def test_on_written_is_still_called_when_stdout_is_gone() -> None:
+    r, w = os.pipe()
+    os.close(r)
+    writer = FrameWriter(w)
+    done = threading.Event()
+    writer.send({"x": 1}, on_written=done.set)
+    assert done.wait(10)
+    writer.close()
+    os.close(w)

@@ -1,0 +1,72 @@
+"""Garbage collection pauses while a big request is in flight, and always comes back on.
+
+The pause ends when the request's answer has been written; a request that gets no answer (a
+notification) or is refused must end it too, or the sidecar would never collect again.
+"""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+ITEMS = 2000  # well over the 16 KB at which a request counts as big
+
+
+def children(parent: str | None = None) -> list[dict]:
+    extra = {"parentId": parent} if parent else {}
+    return [{"type": "demo.noop", "details": {"url": f"https://example.invalid/v/{i}"}, **extra}
+            for i in range(ITEMS)]
+
+
+def collection_enabled(sidecar) -> bool:
+    """Ask a handler, a few times: the pause ends just after the answer is written, which may be
+    a moment after the client has read it."""
+    for _ in range(20):
+        task = sidecar.call("tasks.create", {"type": "test.gc_state"})
+        done = sidecar.wait_status(task["id"], "COMPLETED")
+        if done["result"]["enabled"]:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def big_request(sidecar) -> None:
+    result = sidecar.call("tasks.createMany", {"tasks": children()}, timeout=30)
+    assert len(result["tasks"]) == ITEMS
+
+
+def big_notification(sidecar) -> None:
+    sidecar.send({"jsonrpc": "2.0", "method": "tasks.createMany", "params": {"tasks": children()}})
+    assert sidecar.call("system.ping") == "pong"
+
+
+def big_refused_request(sidecar) -> None:
+    items = children()
+    items[-1]["priority"] = "high"
+    error = sidecar.error("tasks.createMany", {"tasks": items})
+    assert "priority" in str(error)
+
+
+def big_unparseable_line(sidecar) -> None:
+    line = orjson.dumps({"jsonrpc": "2.0", "id": "x", "method": "tasks.createMany",
+                         "params": {"tasks": children()}})
+    sidecar.send_raw(line[:-1] + b"\n")  # the closing brace cut off
+    assert sidecar.response(None)["error"]["code"] == -32700
+
+
+def big_batch(sidecar) -> None:
+    sidecar.send([{"jsonrpc": "2.0", "id": f"b{k}", "method": "tasks.createMany",
+                   "params": {"tasks": children()[:500]}} for k in range(3)])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list), timeout=30)
+    assert sorted(len(answer["result"]["tasks"]) for answer in batch) == [500, 500, 500]
+
+
+@pytest.mark.parametrize("send", [big_request, big_notification, big_refused_request,
+                                  big_unparseable_line, big_batch])
+def test_collection_is_back_on_after_a_big_request(start_sidecar, send) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    assert collection_enabled(sidecar)
+    send(sidecar)
+    assert collection_enabled(sidecar)
