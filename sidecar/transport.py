@@ -284,6 +284,9 @@ class FrameWriter:
                 self._busy = True
             try:
                 self._write(spill + b"".join(self._encode(m) for m in batch))
+                # not kept while this thread waits for more: the last tasks of a burst, alive
+                # in it, would pin the memory the burst used (pymalloc frees whole arenas only)
+                del batch, spill
             finally:
                 with self._cond:
                     self._busy = False

@@ -61,3 +61,4 @@ class WorkerPool:
                     self._live -= 1
                 return
             self._work(job)
+            del job  # not held while waiting for the next: an idle pool keeps no task alive

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import time
+import weakref
 
 import orjson
 
@@ -157,3 +160,33 @@ def test_on_written_is_still_called_when_stdout_is_gone() -> None:
     assert done.wait(10)
     writer.close()
     os.close(w)
+
+
+def test_the_writer_keeps_nothing_it_has_written() -> None:
+    """An idle writer must not hold its last batch: those would be the last tasks of a burst,
+    alive for as long as the sidecar stays quiet (and pinning the memory the burst used)."""
+
+    class Message:  # a message may be a callable that makes the frame at write time
+        def __call__(self) -> dict:
+            return {"x": 1}
+
+    r, w = os.pipe()
+    writer = FrameWriter(w)
+    got = bytearray()
+    thread = drain(r, got)
+    messages = [Message() for _ in range(200)]  # more than DIRECT_MAX: the writer thread's work
+    refs = [weakref.ref(m) for m in messages]
+    written = threading.Event()
+    writer.send_many([(m, None) for m in messages])
+    writer.send({"last": True}, on_written=written.set)
+    del messages
+    assert written.wait(10)
+    time.sleep(0.05)  # the writer is back to waiting for work
+    gc.collect()
+    alive = sum(ref() is not None for ref in refs)
+    writer.close()
+    os.close(w)
+    thread.join()
+    os.close(r)
+    assert alive == 0
+    assert len(bytes(got).splitlines()) == 201

@@ -1,0 +1,49 @@
+"""The handler thread pool."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+import weakref
+
+from sidecar.domain.workers import WorkerPool
+
+
+def test_an_idle_worker_keeps_no_job_alive() -> None:
+    done = threading.Event()
+
+    class Job:
+        pass
+
+    pool = WorkerPool(1, lambda job: done.set())
+    job = Job()
+    ref = weakref.ref(job)
+    pool.submit(job)
+    del job
+    assert done.wait(10)
+    time.sleep(0.05)  # the worker is back to waiting for the next job
+    gc.collect()
+    assert ref() is None
+    pool.resize(0)
+    pool.submit(None)
+
+
+def test_jobs_run_on_as_many_threads_as_the_pool_has() -> None:
+    seen: set[str] = set()
+    gate = threading.Barrier(3, timeout=10)
+
+    def work(job: int) -> None:
+        seen.add(threading.current_thread().name)
+        gate.wait()  # all three must be running at once
+
+    pool = WorkerPool(3, work)
+    for k in range(3):
+        pool.submit(k)
+    deadline = time.monotonic() + 10
+    while len(seen) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(seen) == 3
+    pool.resize(0)
+    for _ in range(3):
+        pool.submit(None)
