@@ -28,7 +28,7 @@ from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
 from sidecar.persistence.checkpointer import Checkpointer
 from sidecar.protocol import Notifier, Protocol, error_response, unserializable, warm_up
-from sidecar.transport import StdioTransport, TooLong, Transport
+from sidecar.transport import LineReader, StdioTransport, TooLong, Transport
 
 log = logging.getLogger("sidecar")
 
@@ -160,7 +160,7 @@ class Sidecar:
             checkpointer.start()
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
             if threading.current_thread() is threading.main_thread():
-                self._install_signals()  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
+                self._install_signals(transport.reader)  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
             self._serve(transport, protocol)
             log.info("stopping (%s)", self._stop_reason or "stdin closed")
             self.engine.shutdown()
@@ -199,9 +199,13 @@ class Sidecar:
 
     def _serve(self, transport: Transport, protocol: Protocol) -> None:
         reader = transport.reader
-        while self._stop_reason is None:
-            self._reading = True
+        while True:
             try:
+                # a stop signal from here on raises _Stop (see _install_signals); one that came
+                # before was seen by the check
+                self._reading = True
+                if self._stop_reason is not None:
+                    break
                 line = reader.read()
             except _Stop:
                 break
@@ -237,7 +241,7 @@ class Sidecar:
                 with self.engine.caller_runs():
                     protocol.handle(line, transport.send)
 
-    def _install_signals(self) -> None:
+    def _install_signals(self, reader: LineReader) -> None:
         def on_term(signum: int, frame: Any) -> None:
             self.request_stop(signal.Signals(signum).name)
             if self._reading:
@@ -246,6 +250,12 @@ class Sidecar:
         signal.signal(signal.SIGTERM, on_term)
         if hasattr(signal, "SIGHUP"):
             signal.signal(signal.SIGHUP, on_term)
+        if os.name == "posix":
+            wake_r, wake_w = os.pipe()
+            os.set_blocking(wake_r, False)
+            os.set_blocking(wake_w, False)
+            signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            reader.wake_fd = wake_r
         parent = os.getppid()
 
         def watch_parent() -> None:

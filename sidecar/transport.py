@@ -47,6 +47,9 @@ class LineReader:
         self._max = max_bytes
         self._buf = bytearray()
         self._eof = False
+        # The read end of the pipe given to signal.set_wakeup_fd (POSIX): a blocking read
+        # also returns to Python when a signal arrives, whichever thread the OS delivered it to.
+        self.wake_fd: int | None = None
 
     def has_more(self) -> bool:
         """True when a whole line is already buffered (the next :meth:`read` will not block)."""
@@ -84,11 +87,30 @@ class LineReader:
             self._fill()
 
     def _fill(self) -> None:
+        if self.wake_fd is not None:
+            self._wait_for_input()
         chunk = os.read(self._fd, self.CHUNK)
         if chunk:
             self._buf += chunk
         else:
             self._eof = True
+
+    def _wait_for_input(self) -> None:
+        """Block until the descriptor has input (or is at its end). Python runs signal handlers
+        in the main thread only, between bytecodes; a SIGTERM the OS hands to another thread
+        does not interrupt this thread's read, which would then wait for input that may never
+        come. Each signal also writes a byte to ``wake_fd``: coming back here lets the handler
+        run (and stop the server) before waiting again."""
+        assert self.wake_fd is not None
+        while True:
+            ready, _, _ = select.select([self._fd, self.wake_fd], [], [])
+            if self.wake_fd in ready:
+                try:
+                    os.read(self.wake_fd, 512)
+                except (BlockingIOError, InterruptedError):
+                    pass
+            if self._fd in ready:
+                return
 
     def _skip_line(self) -> int:
         """Drop the over-long line through its newline without keeping it; its size in bytes."""
