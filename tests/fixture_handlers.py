@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -78,6 +79,4 @@ def playlist(ctx: TaskContext) -> dict:
 def gc_state(ctx: TaskContext) -> dict:
     """Whether Python's automatic garbage collection is on in the sidecar (it pauses while a big
     request is in flight and must always come back on)."""
-    import gc
-
     return {"enabled": gc.isenabled()}

@@ -14,10 +14,8 @@ import pytest
 ITEMS = 2000  # well over the 16 KB at which a request counts as big
 
 
-def children(parent: str | None = None) -> list[dict]:
-    extra = {"parentId": parent} if parent else {}
-    return [{"type": "demo.noop", "details": {"url": f"https://example.invalid/v/{i}"}, **extra}
-            for i in range(ITEMS)]
+def children() -> list[dict]:
+    return [{"type": "demo.noop", "details": {"url": f"https://example.invalid/v/{i}"}} for i in range(ITEMS)]
 
 
 def collection_enabled(sidecar) -> bool:
