@@ -68,14 +68,15 @@ def pause_collection() -> Callable[[], None]:
         if _pauses == 1 and gc.isenabled():
             gc.disable()
             _disabled_by_pause = True
-    ended = threading.Event()
+    ended = False
 
     def resume() -> None:
         global _pauses, _disabled_by_pause
+        nonlocal ended
         with _pause_lock:
-            if ended.is_set():
+            if ended:
                 return
-            ended.set()
+            ended = True
             _pauses -= 1
             if _pauses == 0 and _disabled_by_pause:
                 _disabled_by_pause = False

@@ -188,15 +188,7 @@ class FrameWriter:
     def send(self, message: Any, key: Any = None, on_written: Callable[[], None] | None = None) -> None:
         """Queue one message. ``on_written`` is called, in the writer thread, once the message and
         everything sent in the same hold have been written (or dropped, stdout being gone)."""
-        if on_written is None:
-            self.send_many([(message, key)])
-            return
-        with self._cond:
-            if self._holds:
-                self._held.append((message, key))
-                self._held_callbacks.append(on_written)
-            else:
-                self._send([(message, key)], [on_written])
+        self.send_many([(message, key)], () if on_written is None else (on_written,))
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:
@@ -218,13 +210,17 @@ class FrameWriter:
                     callbacks, self._held_callbacks = self._held_callbacks, []
                     self._send(messages, callbacks)
 
-    def send_many(self, messages: list[tuple[Any, Any]]) -> None:
-        """Queue ``(message, key)`` pairs in order, under one lock and one wake-up."""
+    def send_many(
+        self, messages: list[tuple[Any, Any]], on_written: Sequence[Callable[[], None]] = ()
+    ) -> None:
+        """Queue ``(message, key)`` pairs in order, under one lock and one wake-up; then each of
+        ``on_written`` as :meth:`send` does."""
         with self._cond:
             if self._holds:
                 self._held.extend(messages)
+                self._held_callbacks.extend(on_written)
             else:
-                self._send(messages)
+                self._send(messages, on_written)
 
     def _send(self, messages: list[tuple[Any, Any]], callbacks: Sequence[Callable[[], None]] = ()) -> None:
         if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
