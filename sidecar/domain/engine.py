@@ -57,7 +57,7 @@ class Tx:
 
     __slots__ = (
         "conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty", "counts", "released",
-        "started",
+        "started", "batching", "succeeded",
     )
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
@@ -72,6 +72,8 @@ class Tx:
         self.counts: dict[tuple[str, str], int] = {}  # net status changes, for task_counts
         self.released: list[Running] = []  # slots freed in this transaction (given back on rollback)
         self.started: list[Running] = []  # slots taken by tasks started as they were inserted
+        self.batching = False  # handlers' successes wait in ``succeeded`` to be written together
+        self.succeeded: list[tuple[str, str, dict[str, Any]]] = []
 
     def count(self, type: str, status: str, delta: int) -> None:
         key = (type, status)
@@ -123,6 +125,7 @@ class _Timer:
 class _Item:
     op: Op
     future: Future[Any] | None  # None: posted by a handler; retried after a storage error
+    finish: bool = False  # a handler's outcome: consecutive ones are written together
 
 
 _WAKE = _Item(lambda tx: None, None)  # posted only to make the engine thread recompute its wait
@@ -336,7 +339,7 @@ class Engine:
             self._claim_needed = True
         return items
 
-    def _run(self, items: list[_Item]) -> None:
+    def _run(self, items: list[_Item], batch: bool = True) -> None:
         conn = self._conn
         assert conn is not None
         claim = self._claiming and self._claim_needed and len(self._running) < self.queue.concurrency
@@ -353,6 +356,9 @@ class Engine:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for index, item in enumerate(items):
+                if tx.succeeded and not item.finish and not self._write_succeeded(tx, items):
+                    return
+                tx.batching = batch and item.finish
                 if item.future is None:
                     # A handler's report cannot be refused, so it needs no savepoint (two statements
                     # saved per op on the hot path). If one fails anyway it is a bug: the whole
@@ -365,7 +371,7 @@ class Engine:
                         log.error("internal op failed, dropped:\n%s", traceback.format_exc())
                         conn.execute("ROLLBACK")
                         self._restore(tx)
-                        self._run(items[:index] + items[index + 1 :])
+                        self._run(items[:index] + items[index + 1 :], batch)
                         return
                     continue
                 mark = tx.mark()
@@ -391,6 +397,9 @@ class Engine:
                 if not alone:
                     conn.execute("RELEASE op")
                 outcomes.append((item, True, value))
+            tx.batching = False
+            if tx.succeeded and not self._write_succeeded(tx, items):
+                return
             claimed = tx.started
             if self._claiming and (self._claim_needed or claim):
                 claimed = claimed + self._claim(tx)
@@ -435,6 +444,27 @@ class Engine:
             except sqlite3.Error as exc:  # look again soon rather than never
                 log.error("storage error looking up the next run_at: %s", exc)
                 self._wake_at_ms = now_ms() + int(STORAGE_RETRY_S * 1000)
+
+    def _write_succeeded(self, tx: Tx, items: list[_Item]) -> bool:
+        """Write the successes that consecutive finish reports left in ``tx.succeeded``. On a bug,
+        roll back and run the transaction again with each report written on its own (so the one
+        that fails is found and dropped, as any failing report is); False then."""
+        try:
+            self._write_succeeded_now(tx)
+        except sqlite3.Error:
+            raise
+        except Exception:
+            log.error("writing finished tasks failed, retrying one by one:\n%s", traceback.format_exc())
+            tx.conn.execute("ROLLBACK")
+            self._restore(tx)
+            self._run(items, batch=False)
+            return False
+        return True
+
+    def _write_succeeded_now(self, tx: Tx) -> None:
+        if tx.succeeded:
+            succeeded, tx.succeeded = tx.succeeded, []
+            self.graph.handlers_succeeded(tx, succeeded)
 
     def _restore(self, tx: Tx) -> None:
         """Give back the slots a rolled-back transaction had freed, take back those it had taken
@@ -573,7 +603,7 @@ class Engine:
         except Exception as exc:
             log.info("task %s (%s) raised:\n%s", ctx.id, ctx.type, traceback.format_exc())
             outcome = ("error", f"{type(exc).__name__}: {exc}", True)
-        self.post(partial(self._op_finish, ctx, outcome))
+        self._inbox.put(_Item(partial(self._op_finish, ctx, outcome), None, finish=True))
 
     def _backoff_ms(self, spec: HandlerSpec, attempt: int) -> int:
         delay = min(spec.retry_max_s, spec.retry_base_s * (2 ** max(0, attempt - 1)))
@@ -691,14 +721,17 @@ class Engine:
             kind = "stopped"  # a handler failing because it was asked to stop has stopped
         if kind == "ok":
             try:
-                store.dumps(outcome[1])
+                result_json = store.dumps(outcome[1])
             except TypeError as exc:
                 kind, outcome = "error", ("error", f"result is not JSON: {exc}", False)
             else:
                 if pending is not None:
                     extra = {"message": pending[1]}
-                self.graph.handler_succeeded(tx, ctx.id, outcome[1], extra)
+                tx.succeeded.append((ctx.id, result_json, extra))
+                if not tx.batching:
+                    self._write_succeeded_now(tx)
                 return
+        self._write_succeeded_now(tx)  # what finished before this report is written before it
         if kind == "stopped":
             if reason == "timeout":
                 kind, outcome = "error", ("error", f"timed out after {spec.timeout_s:g}s", True)

@@ -301,11 +301,12 @@ class Graph:
 
     # ------------------------------------------------------------ settling
 
-    def consequences(self, tx: "Tx", row: Row) -> list[str]:
-        """What must be looked at after ``row`` became terminal: dependents and the parent."""
+    def consequences(self, tx: "Tx", row: Row, dependents: list[str] | None = None) -> list[str]:
+        """What must be looked at after ``row`` became terminal: dependents (``dependents``, when
+        the caller looked them up already) and the parent."""
         task_id = row[0]
         status = _status(row)
-        todo = store.unfinished_dependents(tx.conn, task_id)
+        todo = store.unfinished_dependents(tx.conn, task_id) if dependents is None else dependents
         parent_id = row[store.I_PARENT]
         if parent_id is None:
             return todo
@@ -392,21 +393,48 @@ class Graph:
 
     # ------------------------------------------------------------ a handler returned
 
-    def handler_succeeded(self, tx: "Tx", task_id: str, result: Any, extra: dict[str, Any]) -> Row | None:
-        if not store.has_children(tx.conn, task_id):  # the hot path: a plain task
-            return self.end(
-                tx, task_id, Status.COMPLETED, progress=100, result=store.dumps(result), error=None, **extra
-            )
+    def handlers_succeeded(self, tx: "Tx", succeeded: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Tasks whose handlers returned, in the order they did: ``(task_id, result_json, extra)``.
+
+        A plain task (no children) completes; a parent waits for its children. Consecutive plain
+        tasks are completed together (:func:`store.complete_many`): the same rows and
+        announcements as one at a time, in a few statements instead of three per task.
+        """
+        parents = store.with_children(tx.conn, [s[0] for s in succeeded])
+        plain: list[tuple[str, str, Any]] = []
+        for task_id, result_json, extra in succeeded:
+            if task_id not in parents:
+                plain.append((task_id, result_json, extra.get("message", store.KEEP_MESSAGE)))
+                continue
+            self._complete_plain(tx, plain)
+            plain = []
+            self._parent_handler_succeeded(tx, task_id, result_json, extra)
+        self._complete_plain(tx, plain)
+
+    def _complete_plain(self, tx: "Tx", plain: list[tuple[str, str, Any]]) -> None:
+        if not plain:
+            return
+        moved = {row[0]: row for row in store.complete_many(tx.conn, plain, tx.now)}
+        ended = [moved[task_id] for task_id, _, _ in plain if task_id in moved]
+        for row in ended:
+            tx.moved(row)
+            tx.announce(row)
+        dependents = store.unfinished_dependents_of(tx.conn, [row[0] for row in ended])
+        todo: list[str] = []
+        for row in ended:
+            todo += self.consequences(tx, row, dependents.get(row[0], []))
+        self.settle(tx, todo)
+
+    def _parent_handler_succeeded(self, tx: "Tx", task_id: str, result_json: str, extra: dict[str, Any]) -> None:
         counts, progress = store.children_summary(tx.conn, task_id)
         if any(counts.get(s, 0) for s in _UNFINISHED):
             extra.pop("progress", None)
-            return self.move(
-                tx, task_id, Status.WAITING, handler_done=1, result=store.dumps(result),
-                progress=progress or 0, **extra,
+            self.move(
+                tx, task_id, Status.WAITING, handler_done=1, result=result_json, progress=progress or 0, **extra,
             )
-        row = self.move(tx, task_id, Status.WAITING, handler_done=1, result=store.dumps(result), **extra)
+            return
+        self.move(tx, task_id, Status.WAITING, handler_done=1, result=result_json, **extra)
         self.settle(tx, [task_id])
-        return row
 
     # ------------------------------------------------------------ user commands
 

@@ -1,9 +1,12 @@
-"""The engine in-process: slot accounting when a transaction is rolled back."""
+"""The engine in-process: slot accounting when a transaction is rolled back; handler reports that
+share a transaction."""
 
 from __future__ import annotations
 
+import queue
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 import sidecar.handlers.builtin  # noqa: F401  (registers demo.noop)
 from sidecar.domain.engine import Engine
 from sidecar.errors import StorageError
-from sidecar.handlers.registry import default_registry
+from sidecar.handlers.registry import Registry, default_registry
 from sidecar.persistence import migrations, models
 
 
@@ -56,3 +59,123 @@ def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_inse
     assert wait_completed(again["id"]), "the rolled-back task kept the only slot"
     row = sqlite3.connect(models.database.database).execute("SELECT COUNT(*) FROM tasks").fetchone()
     assert row == (2,)
+
+
+class Gates:
+    """Handlers that return only when their gate opens, in an order the test chooses."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.events: dict[str, threading.Event] = {}
+        self.registry = Registry()
+        self.registry.handler("unit.gate")(self._gate)
+        self.registry.handler("demo.noop")(lambda ctx: None)
+        self.tasks: dict[str, dict] = {}
+        self.changed = threading.Condition()
+        self.db = models.open_database(str(tmp_path / "gates.db"))
+        migrations.upgrade(self.db)
+        self.engine = Engine(models.database.connection, self.registry, announce=self._announce,
+                             announce_deleted=lambda ids: None, concurrency=4)
+        self.finish_reports = 0
+        gates = self
+
+        class CountingInbox(queue.SimpleQueue):
+            def put(self, item, block=True, timeout=None):
+                if item.finish:
+                    gates.finish_reports += 1
+                super().put(item)
+
+        self.engine._inbox = CountingInbox()
+        self.engine.start()
+
+    def _gate(self, ctx) -> dict:
+        name = ctx.details["gate"]
+        self.events.setdefault(name, threading.Event()).wait(10)
+        return {"gate": name}
+
+    def _announce(self, tasks: list[dict]) -> None:
+        with self.changed:
+            self.tasks.update((t["details"].get("gate", t["id"]), t) for t in tasks)
+            self.changed.notify_all()
+
+    def wait(self, predicate, timeout: float = 10) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self.tasks), timeout)
+
+    def status(self, name: str) -> str:
+        return self.tasks[name]["status"]
+
+
+@pytest.fixture
+def gates(tmp_path: Path):
+    g = Gates(tmp_path)
+    yield g
+    for event in g.events.values():
+        event.set()
+    g.engine.shutdown()
+    g.db.close()
+
+
+def _finish_in_one_transaction(gates: Gates, order: list[str]) -> None:
+    """Open the gates in ``order`` while the engine is held, so all the finish reports wait in its
+    inbox in that order and are written by one transaction."""
+    with gates.engine._turn:
+        for i, name in enumerate(order, 1):
+            gates.events.setdefault(name, threading.Event()).set()
+            deadline = time.monotonic() + 10
+            while gates.finish_reports < i and time.monotonic() < deadline:
+                time.sleep(0.001)
+            assert gates.finish_reports == i
+
+
+def _graph(gates: Gates) -> None:
+    create = gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "a"}, "ref": "a"},
+        {"type": "unit.gate", "details": {"gate": "parent"}, "ref": "parent"},
+        {"type": "unit.gate", "details": {"gate": "child"}, "parentId": "parent"},
+        {"type": "unit.gate", "details": {"gate": "b"}, "ref": "b"},
+        {"type": "demo.noop", "details": {"gate": "after"}, "dependsOn": ["a", "b"]},
+    ]))
+    create.result(10)
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("a", "parent", "child", "b")))
+
+
+def test_handlers_finishing_together_end_as_they_would_one_at_a_time(gates: Gates) -> None:
+    _graph(gates)
+    seen: list[list[str]] = []
+    write = gates.engine.graph.handlers_succeeded
+
+    def spy(tx, succeeded):
+        seen.append([s[0] for s in succeeded])
+        write(tx, succeeded)
+
+    gates.engine.graph.handlers_succeeded = spy  # type: ignore[method-assign]
+    # the parent's report sits between plain ones: written on its own, in its place
+    _finish_in_one_transaction(gates, ["a", "parent", "child", "b"])
+    assert gates.wait(lambda t: t.get("after", {}).get("status") == "COMPLETED"), gates.tasks
+    ids = {name: gates.tasks[name]["id"] for name in ("a", "parent", "child", "b")}
+    assert seen[0] == [ids["a"], ids["parent"], ids["child"], ids["b"]]
+    for name in ("a", "parent", "child", "b"):
+        assert gates.status(name) == "COMPLETED" and gates.tasks[name]["progress"] == 100
+    assert gates.tasks["child"]["result"] == {"gate": "child"}
+    assert gates.tasks["parent"]["result"]["children"] == {"completed": 1, "failed": 0, "cancelled": 0}
+    rows = sqlite3.connect(models.database.database).execute(
+        "SELECT status, COUNT(*) FROM tasks GROUP BY status").fetchall()
+    assert rows == [("COMPLETED", 5)]
+
+
+def test_a_failing_batched_write_is_retried_one_report_at_a_time(gates: Gates) -> None:
+    _graph(gates)
+    write = gates.engine.graph.handlers_succeeded
+    sizes: list[int] = []
+
+    def only_one_at_a_time(tx, succeeded):
+        sizes.append(len(succeeded))
+        if len(succeeded) > 1:
+            raise RuntimeError("a bug in the batched write")
+        write(tx, succeeded)
+
+    gates.engine.graph.handlers_succeeded = only_one_at_a_time  # type: ignore[method-assign]
+    _finish_in_one_transaction(gates, ["a", "b", "child", "parent"])
+    assert gates.wait(lambda t: t.get("after", {}).get("status") == "COMPLETED"), gates.tasks
+    assert sizes[0] == 4 and set(sizes[1:5]) == {1}
+    assert all(gates.status(name) == "COMPLETED" for name in ("a", "b", "child", "parent"))

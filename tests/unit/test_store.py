@@ -143,6 +143,47 @@ def test_transition_is_refused_by_the_state_machine(db_file: Path) -> None:
     assert store.transition(conn, task_id, Status.RUNNING, 2000) is None
 
 
+
+def test_completing_many_writes_what_one_transition_at_a_time_writes(db_file: Path) -> None:
+    conn = connect(db_file)
+    ids = insert(conn, 1203)  # three statements: 500 + 500 + 203
+    for task_id in ids:
+        store.transition(conn, task_id, Status.RUNNING, 1500, message="started")
+    one_by_one, together, refused = ids[:601], ids[601:1202], ids[1202]
+    store.transition(conn, refused, Status.CANCELLED, 1600, completed_at=1600)
+    for i, task_id in enumerate(one_by_one):
+        message = {"message": f"m{i}"} if i % 2 else {}
+        store.transition(conn, task_id, Status.COMPLETED, 2000, progress=100, result=f'{{"i": {i}}}',
+                         error=None, completed_at=2000, **message)
+    finished = [
+        (task_id, f'{{"i": {i}}}', f"m{i}" if i % 2 else store.KEEP_MESSAGE) for i, task_id in enumerate(together)
+    ]
+    rows = store.complete_many(conn, finished + [(refused, "null", store.KEEP_MESSAGE)], 2000)
+    assert sorted(r[0] for r in rows) == sorted(together)  # the CANCELLED task is left alone
+    assert {r[store.PREV_STATUS] for r in rows} == {"RUNNING"}
+    read = f'SELECT {store._COLS}, "prev_status" FROM "tasks" WHERE "id" = ?'
+    created = store.COLUMNS.index("created_at")
+    for a, b in zip(one_by_one, together):
+        row_a, row_b = conn.execute(read, (a,)).fetchone(), conn.execute(read, (b,)).fetchone()
+        assert row_a[1:created] + row_a[created + 1 :] == row_b[1:created] + row_b[created + 1 :]  # but id, created_at
+    assert store.row_status(conn.execute(read, (refused,)).fetchone()) == "CANCELLED"
+
+
+def test_children_and_dependents_of_many_tasks_in_one_query(db_file: Path) -> None:
+    conn = connect(db_file)
+    parent, plain, dependency = insert(conn, 3)
+    fields = dict(type="demo.noop", status=Status.QUEUED, details_json="{}", priority=0, max_attempts=1,
+                  run_at=0, idempotency_key=None, now=2000)
+    store.insert(conn, task_id="child", parent_id=parent, **fields)
+    for name in ("waits", "done"):
+        store.insert(conn, task_id=name, parent_id=None, **fields)
+        conn.execute('INSERT INTO "task_deps" VALUES (?, ?)', (name, dependency))
+    store.transition(conn, "done", Status.CANCELLED, 2000, completed_at=2000)
+    many = [f"x{i}" for i in range(700)] + [parent, plain, dependency]  # past one IN list of 500
+    assert store.with_children(conn, many) == {parent}
+    assert store.unfinished_dependents_of(conn, many) == {dependency: ["waits"]}
+
+
 def test_cursor_round_trip_and_forgery() -> None:
     cursors = store.Cursors(b"k" * 16)
     token = cursors.issue(1234, 56)
