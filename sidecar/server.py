@@ -134,7 +134,7 @@ class Sidecar:
                 recovered["movedAside"] = moved
             notifier = Notifier(transport.send, transport.send_many)
             self.engine = Engine(
-                self.read_conn,
+                models.new_connection,
                 self.registry,
                 announce=notifier.tasks_updated,
                 announce_deleted=notifier.task_deleted,
@@ -156,7 +156,7 @@ class Sidecar:
                 },
             )
             self.engine.start()
-            checkpointer = Checkpointer(self.read_conn, on_quiet=release_free_memory)
+            checkpointer = Checkpointer(self.read_conn, on_quiet=self._on_quiet)
             checkpointer.start()
             threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
             if threading.current_thread() is threading.main_thread():
@@ -169,6 +169,11 @@ class Sidecar:
             return EXIT_OK
         finally:
             lock.release()
+
+    def _on_quiet(self) -> None:
+        """The writes have stopped: hand back the memory the burst used (see sidecar.memory)."""
+        self.engine.renew_connection()
+        release_free_memory()
 
     def _move_aside(self, exc: Exception) -> str:
         models.database.close()

@@ -7,6 +7,8 @@ throughput limit.
 
 from __future__ import annotations
 
+import sqlite3
+
 import peewee as pw
 
 database = pw.SqliteDatabase(None)
@@ -81,6 +83,12 @@ class Setting(BaseModel):
 
     class Meta:
         table_name = "settings"
+
+
+def new_connection() -> sqlite3.Connection:
+    """A connection of the caller's own to the database :func:`open_database` set up, with the same
+    pragmas. Not the one peewee keeps for each thread: the caller closes it."""
+    return database._connect()
 
 
 def open_database(

@@ -30,7 +30,7 @@ def engine_and_waiter(tmp_path: Path):
             completed.extend(t["id"] for t in tasks if t["status"] == "COMPLETED")
             done.notify_all()
 
-    engine = Engine(models.database.connection, default_registry, announce=announce,
+    engine = Engine(models.new_connection, default_registry, announce=announce,
                     announce_deleted=lambda ids: None, concurrency=1)
     engine.start()
 
@@ -73,7 +73,7 @@ class Gates:
         self.changed = threading.Condition()
         self.db = models.open_database(str(tmp_path / "gates.db"))
         migrations.upgrade(self.db)
-        self.engine = Engine(models.database.connection, self.registry, announce=self._announce,
+        self.engine = Engine(models.new_connection, self.registry, announce=self._announce,
                              announce_deleted=lambda ids: None, concurrency=4)
         self.finish_reports = 0
         gates = self
