@@ -205,7 +205,6 @@ def transition(
     return conn.execute(sql, params).fetchone()
 
 
-
 _complete_sql_cache: dict[int, str] = {}
 KEEP_MESSAGE = object()  # complete_many: leave the task's message as it is
 _MANY_CHUNK = 500  # rows per multi-row statement: 4 parameters each, well under SQLite's limit
@@ -588,7 +587,6 @@ def unfinished_dependents(conn: sqlite3.Connection, task_id: str) -> list[str]:
             (task_id,),
         )
     ]
-
 
 
 def _in_chunks(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> Iterator[Row]:

@@ -6,6 +6,8 @@ notification) or is refused must end it too, or the sidecar would never collect 
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import orjson
@@ -68,3 +70,32 @@ def test_collection_is_back_on_after_a_big_request(start_sidecar, send) -> None:
     assert collection_enabled(sidecar)
     send(sidecar)
     assert collection_enabled(sidecar)
+
+
+def _database_descriptors(pid: int, db_name: str) -> int:
+    fd_dir = f"/proc/{pid}/fd"
+    return sum(1 for fd in os.listdir(fd_dir) if os.path.basename(_readlink(f"{fd_dir}/{fd}")).startswith(db_name))
+
+
+def _readlink(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # closed in the meantime
+        return ""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_quiet_periods_leave_the_sidecar_working_with_no_more_open_database_files(start_sidecar, db_path) -> None:
+    """Each time the writes stop, the sidecar hands back memory and renews its engine's database
+    connection: work goes on as before, and the connection it replaced is closed."""
+    sidecar = start_sidecar()
+    counts = []
+    for _ in range(3):
+        result = sidecar.call("tasks.createMany", {"tasks": [{"type": "demo.noop"}] * 200}, timeout=30)
+        for task in result["tasks"]:
+            sidecar.wait_status(task["id"], "COMPLETED")
+        time.sleep(2.5)  # a checkpointer round (1 s) with no write: quiet
+        counts.append(_database_descriptors(sidecar.proc.pid, db_path.name))
+    task = sidecar.call("tasks.create", {"type": "demo.noop"})
+    assert sidecar.wait_status(task["id"], "COMPLETED")["status"] == "COMPLETED"
+    assert counts[0] > 0 and counts[2] == counts[0], counts
