@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _find_malloc_trim() -> Callable[[int], int] | None:
+def find_malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -45,7 +45,7 @@ def release_free_memory() -> bool:
     """Collect cyclic garbage, then return freed heap pages to the OS where the C library can;
     True if it could."""
     gc.collect()
-    malloc_trim = _find_malloc_trim()
+    malloc_trim = find_malloc_trim()
     if malloc_trim is None:
         return False
     released = malloc_trim(0)

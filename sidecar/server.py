@@ -156,9 +156,9 @@ class Sidecar:
                 },
             )
             self.engine.start()
-            checkpointer = Checkpointer(self.read_conn, on_quiet=self._on_quiet)
+            checkpointer = Checkpointer(models.new_connection, on_quiet=self._on_quiet)
             checkpointer.start()
-            threading.Thread(target=warm_up, name="warm-up", daemon=True).start()
+            threading.Thread(target=warm_up, args=(protocol, self.registry), name="warm-up", daemon=True).start()
             if threading.current_thread() is threading.main_thread():
                 self._install_signals(transport.reader)  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
             self._serve(transport, protocol)
@@ -203,48 +203,54 @@ class Sidecar:
         return {"requeued": requeued, "failed": failed}
 
     def _serve(self, transport: Transport, protocol: Protocol) -> None:
+        while self._serve_next(transport, protocol):
+            pass
+
+    def _serve_next(self, transport: Transport, protocol: Protocol) -> bool:
+        """Read and handle one line; False at EOF or a stop. One call per line, so the last
+        request (and what answers it) is not kept alive in this thread's locals while it waits
+        for the next: that would pin the memory a burst used (see sidecar.memory)."""
         reader = transport.reader
-        while True:
-            try:
-                # a stop signal from here on raises _Stop (see _install_signals); one that came
-                # before was seen by the check
-                self._reading = True
-                if self._stop_reason is not None:
-                    break
-                line = reader.read()
-            except _Stop:
-                break
-            finally:
-                self._reading = False
-            if line is None:
-                break
-            if isinstance(line, TooLong):
-                transport.send(
-                    error_response(
-                        INVALID_REQUEST, "Invalid request",
-                        f"message of {line.size} bytes exceeds the limit of {self.config.max_message_bytes}",
-                    )
+        try:
+            # a stop signal from here on raises _Stop (see _install_signals); one that came
+            # before was seen by the check
+            self._reading = True
+            if self._stop_reason is not None:
+                return False
+            line = reader.read()
+        except _Stop:
+            return False
+        finally:
+            self._reading = False
+        if line is None:
+            return False
+        if isinstance(line, TooLong):
+            transport.send(
+                error_response(
+                    INVALID_REQUEST, "Invalid request",
+                    f"message of {line.size} bytes exceeds the limit of {self.config.max_message_bytes}",
                 )
-                continue
-            if len(line) > INLINE_MAX_BYTES:
-                # a big request (a 5,000-task createMany) is committed by the engine thread while
-                # this one goes on reading; no garbage collection until its answer is out (see
-                # sidecar.memory)
-                resume_collection = pause_collection()
-                answered = False
-                try:
-                    answered = protocol.handle(
-                        line, lambda answer: transport.send(answer, on_written=resume_collection)
-                    )
-                finally:
-                    if not answered:  # a notification, or handle() failed: nothing to wait for
-                        resume_collection()
-            elif reader.has_more():
-                # a burst is group-committed by the engine thread
+            )
+        elif len(line) > INLINE_MAX_BYTES:
+            # a big request (a 5,000-task createMany) is committed by the engine thread while
+            # this one goes on reading; no garbage collection until its answer is out (see
+            # sidecar.memory)
+            resume_collection = pause_collection()
+            answered = False
+            try:
+                answered = protocol.handle(
+                    line, lambda answer: transport.send(answer, on_written=resume_collection)
+                )
+            finally:
+                if not answered:  # a notification, or handle() failed: nothing to wait for
+                    resume_collection()
+        elif reader.has_more():
+            # a burst is group-committed by the engine thread
+            protocol.handle(line, transport.send)
+        else:
+            with self.engine.caller_runs():
                 protocol.handle(line, transport.send)
-            else:
-                with self.engine.caller_runs():
-                    protocol.handle(line, transport.send)
+        return True
 
     def _install_signals(self, reader: LineReader) -> None:
         def on_term(signum: int, frame: Any) -> None:

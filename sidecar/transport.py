@@ -282,37 +282,46 @@ class FrameWriter:
             self._cond.notify()
 
     def _run(self) -> None:
-        while True:
+        while self._write_next_batch():
+            pass
+
+    def _write_next_batch(self) -> bool:
+        """Wait for messages and write up to 512 of them; False once closing with nothing left.
+
+        One call per batch, so nothing of a batch outlives it in this thread's locals while it
+        waits for the next: the last tasks of a burst, kept alive here, would pin the memory the
+        burst used (pymalloc hands back whole arenas only).
+        """
+        with self._cond:
+            while not self._pending and not self._spill and not self._closing:
+                self._cond.wait()
+            if not self._pending and not self._spill:
+                return False
+            spill, self._spill = self._spill, b""
+            batch = []
+            written: list[Callable[[], None]] = []
+            while self._pending and len(batch) < 512:
+                entry = self._pending.popleft()
+                if entry[0] is not None and self._by_key.get(entry[0]) is entry:
+                    del self._by_key[entry[0]]
+                if isinstance(entry[1], _Written):
+                    written.append(entry[1].callback)
+                else:
+                    batch.append(entry[1])
+            if not self._pending:
+                self._by_key.clear()  # empty already; this drops the table a burst made it grow
+            self._busy = True
+        try:
+            self._write(spill + b"".join(self._encode(m) for m in batch))
+        finally:
             with self._cond:
-                while not self._pending and not self._spill and not self._closing:
-                    self._cond.wait()
-                if not self._pending and not self._spill:
-                    return
-                spill, self._spill = self._spill, b""
-                batch = []
-                written: list[Callable[[], None]] = []
-                while self._pending and len(batch) < 512:
-                    entry = self._pending.popleft()
-                    if entry[0] is not None and self._by_key.get(entry[0]) is entry:
-                        del self._by_key[entry[0]]
-                    if isinstance(entry[1], _Written):
-                        written.append(entry[1].callback)
-                    else:
-                        batch.append(entry[1])
-                self._busy = True
-            try:
-                self._write(spill + b"".join(self._encode(m) for m in batch))
-                # not kept while this thread waits for more: the last tasks of a burst, alive
-                # in it, would pin the memory the burst used (pymalloc frees whole arenas only)
-                del batch, spill
-            finally:
-                with self._cond:
-                    self._busy = False
-                for callback in written:
-                    try:
-                        callback()
-                    except Exception:  # noqa: BLE001 - the writer thread must outlive any callback
-                        log.exception("on_written callback failed")
+                self._busy = False
+            for callback in written:
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - the writer thread must outlive any callback
+                    log.exception("on_written callback failed")
+        return True
 
     def _encode(self, message: Any) -> bytes:
         # This thread must survive any message: one that cannot be encoded is replaced (a

@@ -303,9 +303,7 @@ class Engine:
         try:
             while not self._stopped.is_set():
                 try:
-                    first = self._wait()
-                    with self._turn:
-                        self._run(self._next_items([] if first is None else [first]))
+                    self._run_next()
                 except Exception:  # a bug: say it loudly, but keep serving
                     log.critical("engine loop error:\n%s", traceback.format_exc())
                     time.sleep(0.1)
@@ -315,6 +313,14 @@ class Engine:
             if conn is not None:
                 conn.close()
             self._stopped.set()
+
+    def _run_next(self) -> None:
+        """Wait for work, then run one transaction. A call of its own so that nothing of the last
+        transaction stays referenced from this thread while it waits: a burst's last report, kept
+        alive, would pin the memory the burst used (pymalloc hands back whole arenas only)."""
+        first = self._wait()
+        with self._turn:
+            self._run(self._next_items([] if first is None else [first]))
 
     def _timeout(self) -> float | None:
         when: list[float] = []

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class Checkpointer:
     def __init__(
         self,
-        connect: Callable[[], sqlite3.Connection],
+        connect: Callable[[], sqlite3.Connection],  # a new connection, the checkpointer's to close
         interval_s: float = 1.0,
         on_quiet: Callable[[], object] = lambda: None,
     ) -> None:
@@ -43,14 +43,25 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = self._connect()
+        # One cursor for the thread's life: each new one leaves a weak reference in the
+        # connection, and those made during a burst of work are long-lived objects scattered
+        # among its freed memory, which keep Python from returning the arenas around them.
+        cursor = conn.cursor()
+        try:
+            self._rounds(cursor)
+        finally:
+            cursor.close()
+            conn.close()
+
+    def _rounds(self, cursor: sqlite3.Cursor) -> None:
         quiet_rounds = 0
         last_version = None
         while not self._stop.wait(self._interval_s):
             try:
                 # data_version changes whenever another connection (the engine's) has committed
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                version = cursor.execute("PRAGMA data_version").fetchone()[0]
                 written, last_version = version != last_version, version
-                busy, wal_pages, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                busy, wal_pages, done = cursor.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if written:
                     quiet_rounds = 0
                     continue
@@ -58,10 +69,10 @@ class Checkpointer:
                 if quiet_rounds == 1:  # the writes have stopped, at least for a moment
                     self._on_quiet()
                 if quiet_rounds >= 5 and wal_pages and done == wal_pages:  # a while: shrink the file
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                    cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:  # a full disk, a lock: try again next round
                 log.debug("checkpoint skipped: %s", exc)
         try:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error:
             pass

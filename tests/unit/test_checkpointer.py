@@ -42,3 +42,27 @@ def test_quiet_is_reported_once_after_writes_stop_and_the_log_is_truncated(tmp_p
     finally:
         checkpointer.stop()
         writer.close()
+
+
+def test_the_connection_it_was_given_is_closed_when_it_stops(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    db = models.open_database(str(path))
+    migrations.upgrade(db)
+    db.close()
+    made: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        made.append(sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        return made[-1]
+
+    checkpointer = Checkpointer(connect, interval_s=0.05)
+    checkpointer.start()
+    time.sleep(0.3)  # a few rounds, on the one connection
+    checkpointer.stop()
+    assert len(made) == 1
+    try:
+        made[0].execute("SELECT 1")
+    except sqlite3.ProgrammingError as exc:
+        assert "closed" in str(exc)
+    else:
+        raise AssertionError("the checkpointer left its connection open")
