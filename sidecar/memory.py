@@ -16,7 +16,6 @@ paused for that span (:func:`pause_collection`) and runs as usual afterwards.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import gc
 import logging
@@ -32,8 +31,9 @@ def find_malloc_trim() -> Callable[[int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        # the symbols already loaded into the process (libc among them): ctypes.util.find_library
+        # would run /sbin/ldconfig in a subprocess to find the same library
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc
         return None
     trim.argtypes = [ctypes.c_size_t]
