@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from sidecar.memory import allocate_objects_with_malloc
+
+    allocate_objects_with_malloc()
     from sidecar.server import Config, Sidecar
 
     programs: dict[str, str] = {}

@@ -52,7 +52,7 @@ export interface SidecarClientOptions {
   command?: string;
   args?: string[];
   cwd?: string;
-  /** Added to process.env for the sidecar (see `sidecarEnv`: PYTHONUTF8=1 always, PYTHONMALLOC=malloc on Linux unless set). */
+  /** Added to process.env for the sidecar (PYTHONUTF8=1 is always set: see `sidecarEnv`). */
   env?: NodeJS.ProcessEnv;
   /** Python modules registering handlers (`--handlers X` each). */
   handlers?: string[];

@@ -59,18 +59,8 @@ export function resolveSidecarCommand(options: ResolveSidecarOptions = {}): Side
 
 /**
  * The environment the sidecar is spawned with: `base` plus `PYTHONUTF8=1` (UTF-8 logs and child
- * programs on every platform) and, on Linux unless `base` chose one, `PYTHONMALLOC=malloc`:
- * Python's own allocator hands memory back only in whole 1 MiB arenas, and after a burst of work
- * a few long-lived objects keep some of them (RSS +16-18 % after 100,000 tasks, measured), while
- * glibc's malloc returns every free page when the sidecar trims after the burst (+2.5-3 %).
- * The frozen binary ignores `PYTHON*` variables and keeps Python's allocator. Twin of
- * `sidecar/launch.py`.
+ * programs on every platform). Twin of `sidecar/launch.py`.
  */
-export function sidecarEnv(
-  base: NodeJS.ProcessEnv = process.env,
-  platform: NodeJS.Platform = process.platform,
-): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...base, PYTHONUTF8: '1' };
-  if (platform === 'linux' && env['PYTHONMALLOC'] === undefined) env['PYTHONMALLOC'] = 'malloc';
-  return env;
+export function sidecarEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return { ...base, PYTHONUTF8: '1' };
 }

@@ -211,17 +211,14 @@ test('stderr lines get a log level from Python logging prefixes', () => {
   assert.equal(stderrLevel('some print() from a handler'), 'info');
 });
 
-test('sidecarEnv: UTF-8 always; the malloc allocator on Linux unless the caller chose one', () => {
-  assert.deepEqual(sidecarEnv({ A: '1' }, 'linux'), { A: '1', PYTHONUTF8: '1', PYTHONMALLOC: 'malloc' });
-  assert.deepEqual(sidecarEnv({ PYTHONMALLOC: 'pymalloc' }, 'linux'), { PYTHONMALLOC: 'pymalloc', PYTHONUTF8: '1' });
-  assert.deepEqual(sidecarEnv({ A: '1', PYTHONUTF8: '0' }, 'darwin'), { A: '1', PYTHONUTF8: '1' });
-  assert.deepEqual(sidecarEnv({}, 'win32'), { PYTHONUTF8: '1' });
+test('sidecarEnv: the caller\'s variables, with UTF-8 mode always on', () => {
+  assert.deepEqual(sidecarEnv({ A: '1' }), { A: '1', PYTHONUTF8: '1' });
+  assert.deepEqual(sidecarEnv({ PYTHONUTF8: '0' }), { PYTHONUTF8: '1' });
 });
 
 test('the sidecar gets PYTHONUTF8=1, the caller\'s env, and --db / --handlers after its args', async () => {
   const { client } = await startFake({ FAKE_EXTRA: 'yes' }, { handlers: ['app.handlers'] });
   const info = client.readyInfo as unknown as { argv: string[]; env: Record<string, string | null> };
-  const malloc = process.platform === 'linux' ? 'malloc' : null;
-  assert.deepEqual(info.env, { PYTHONUTF8: '1', PYTHONMALLOC: malloc, FAKE_EXTRA: 'yes' });
+  assert.deepEqual(info.env, { PYTHONUTF8: '1', FAKE_EXTRA: 'yes' });
   assert.deepEqual(info.argv, ['--db', '/nonexistent/fake.db', '--handlers', 'app.handlers']);
 });

@@ -101,7 +101,7 @@ def test_system_info_and_a_task_round_trip(frozen) -> None:
 
 def test_app_handler_modules_frozen_in_load_with_dash_dash_handlers(frozen, binary: Path) -> None:
     sidecar = frozen("--handlers", "fixture_handlers", "--handlers", "frozen_handlers")
-    needs_handlers(sidecar, "frozen.env", "test.noisy")
+    needs_handlers(sidecar, "frozen.env", "test.noisy", "test.pymalloc_blocks")
     task = sidecar.call("tasks.create", {"type": "frozen.env"})
     env = sidecar.wait_status(task["id"], "COMPLETED")["result"]
     assert env["frozen"] is True
@@ -111,6 +111,9 @@ def test_app_handler_modules_frozen_in_load_with_dash_dash_handlers(frozen, bina
     assert env["utf8Mode"] == 1  # --python-option "X utf8"
     assert env["stdoutRaw"] == "FileIO" and env["stdoutBuffer"] == "FileIO"  # --python-option u
     assert env["multiprocessing"] is False  # excluded: no runtime hook at start-up
+    if sys.platform.startswith("linux"):  # the bootloader ignores PYTHONMALLOC; the sidecar switches
+        task = sidecar.call("tasks.create", {"type": "test.pymalloc_blocks"})
+        assert sidecar.wait_status(task["id"], "COMPLETED")["result"]["blocks"] < 10_000  # 100,000 with pymalloc
 
 
 def test_stray_output_of_a_frozen_handler_and_its_child_goes_to_stderr(frozen) -> None:
