@@ -88,6 +88,15 @@ def allocate_objects_with_malloc() -> bool:
 
     if find_malloc_trim() is None or sys.flags.dev_mode or _tracemalloc.is_tracing():
         return False
+    # pymalloc's free and realloc accepting blocks of the raw allocator is what makes the switch
+    # safe: so in the CPython versions it was checked in, and never in a free-threaded build
+    # (mimalloc's free would be handed malloc's blocks)
+    if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
+        return False
+    import sysconfig  # ~1 ms, not imported at start-up otherwise
+
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return False
     asked = os.environ.get("PYTHONMALLOC")
     if asked is not None and not (asked == "malloc" and getattr(sys, "frozen", False)):
         return False  # an allocator was chosen, and the interpreter (not frozen) started with it
