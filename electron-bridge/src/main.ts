@@ -30,7 +30,7 @@ export type {
   WebContentsLike,
   WindowLike,
 } from './relay';
-export { resolveSidecarCommand, frozenSidecarName, isPackagedElectron, sidecarEnv } from './resolve';
+export { resolveSidecarCommand, frozenSidecarName, isPackagedElectron } from './resolve';
 export type { ResolveSidecarOptions, SidecarCommand } from './resolve';
 export { validateParams } from './validate';
 export { checkAgainstOpenRpc, type OpenRpcMismatch, type OpenRpcCheckOptions } from './openrpc';

@@ -12,12 +12,11 @@ import sys
 
 import pytest
 
+from sidecar.memory import find_malloc_trim
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.environ.get("TASK_SIDECAR_NO_GLIBC") == "1",
-    reason="the switch is made on glibc only",
-)
+pytestmark = pytest.mark.skipif(find_malloc_trim() is None, reason="the switch is made on glibc only")
 
 PROBE = r"""
 import json, sys
