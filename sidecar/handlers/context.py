@@ -19,6 +19,37 @@ class TaskCancelled(Exception):
     """Raised inside a handler by :meth:`TaskContext.raise_if_cancelled` once a stop was asked."""
 
 
+class _StopSignal:
+    """A flag set once, that threads can wait on: what ``threading.Event`` does, for a tenth of its
+    set-up cost (an Event builds a Condition in Python; this is one lock), since every task gets
+    one when it is claimed. The lock is held while the flag is down; setting releases it, and each
+    waiter that gets it passes it on at once, so any number of threads may wait."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Callers serialize (TaskContext.request_stop holds the context's lock)."""
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            return True
+        return self._set
+
+
 class TaskContext:
     """Handed to a handler. Thread-safe: the handler runs in its own thread.
 
@@ -49,7 +80,7 @@ class TaskContext:
         self._on_checkpoint = on_checkpoint
         self._on_spawn = on_spawn
         self._spawned = 0
-        self._stop = threading.Event()
+        self._stop = _StopSignal()
         self.stop_reason: str | None = None  # "cancel", "pause", "shutdown", "timeout"
         self._lock = threading.Lock()
         self._pending_progress: tuple[float, str | None] | None = None
@@ -120,9 +151,10 @@ class TaskContext:
     # ------------------------------------------------------------ for the engine
 
     def request_stop(self, reason: str) -> None:
-        if not self._stop.is_set():
-            self.stop_reason = reason
-            self._stop.set()
+        with self._lock:
+            if not self._stop.is_set():
+                self.stop_reason = reason
+                self._stop.set()
 
     def take_progress(self) -> tuple[float, str | None] | None:
         with self._lock:
