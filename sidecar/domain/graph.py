@@ -400,7 +400,18 @@ class Graph:
         tasks are completed together (:func:`store.complete_many`): the same rows and
         announcements as one at a time, in a few statements instead of three per task.
         """
-        parents = store.with_children(tx.conn, [s[0] for s in succeeded])
+        parents, dependents = store.parents_and_dependents(tx.conn, [s[0] for s in succeeded])
+        if parents:
+            # settling a parent may end tasks that wait for the others: look them up after it
+            self._complete_plain_and_parents(tx, succeeded, parents)
+            return
+        # nothing else is written before the dependents are used: the tasks that wait for these
+        # are none of these (a task waiting for another is not running)
+        self._complete_plain(tx, [(t, r, e.get("message", store.KEEP_MESSAGE)) for t, r, e in succeeded], dependents)
+
+    def _complete_plain_and_parents(
+        self, tx: "Tx", succeeded: list[tuple[str, str, dict[str, Any]]], parents: set[str]
+    ) -> None:
         plain: list[tuple[str, str, Any]] = []
         for task_id, result_json, extra in succeeded:
             if task_id not in parents:
@@ -411,7 +422,11 @@ class Graph:
             self._parent_handler_succeeded(tx, task_id, result_json, extra)
         self._complete_plain(tx, plain)
 
-    def _complete_plain(self, tx: "Tx", plain: list[tuple[str, str, Any]]) -> None:
+    def _complete_plain(
+        self, tx: "Tx", plain: list[tuple[str, str, Any]], dependents: dict[str, list[str]] | None = None
+    ) -> None:
+        """Complete tasks without children; ``dependents``: their unfinished dependents, if the
+        caller looked them up already."""
         if not plain:
             return
         moved = {row[0]: row for row in store.complete_many(tx.conn, plain, tx.now)}
@@ -419,7 +434,8 @@ class Graph:
         for row in ended:
             tx.moved(row)
             tx.announce(row)
-        dependents = store.unfinished_dependents_of(tx.conn, [row[0] for row in ended])
+        if dependents is None:
+            dependents = store.unfinished_dependents_of(tx.conn, [row[0] for row in ended])
         todo: list[str] = []
         for row in ended:
             todo += self.consequences(tx, row, dependents.get(row[0], []))

@@ -180,8 +180,9 @@ def test_children_and_dependents_of_many_tasks_in_one_query(db_file: Path) -> No
         conn.execute('INSERT INTO "task_deps" VALUES (?, ?)', (name, dependency))
     store.transition(conn, "done", Status.CANCELLED, 2000, completed_at=2000)
     many = [f"x{i}" for i in range(700)] + [parent, plain, dependency]  # past one IN list of 500
-    assert store.with_children(conn, many) == {parent}
     assert store.unfinished_dependents_of(conn, many) == {dependency: ["waits"]}
+    assert store.parents_and_dependents(conn, many) == ({parent}, {dependency: ["waits"]})
+    assert store.parents_and_dependents(conn, [plain]) == (set(), {})
 
 
 def test_cursor_round_trip_and_forgery() -> None:
