@@ -6,6 +6,7 @@ from typing import Any
 
 PYTHON_PEERS = ("huey", "persist-queue", "litequeue", "DBOS")
 PEERS = (*PYTHON_PEERS, "plainjob")
+PYMALLOC_VARIANT = "task-sidecar, PYTHONMALLOC=pymalloc"  # not a peer: the same sidecar, other allocator
 
 
 def _get(d: Any, *path: Any) -> Any:
@@ -53,6 +54,10 @@ def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]
     }
     if ratios["plainjob_drain_per_s"] and drain:
         ratios["sidecar_over_plainjob"] = drain / ratios["plainjob_drain_per_s"]
+    for key in ("drain_per_s", "enqueue_per_s"):  # the default allocator (malloc) over pymalloc
+        mine, kept = _get(cmp_, "task-sidecar", key, "median"), _get(cmp_, PYMALLOC_VARIANT, key, "median")
+        if mine and kept:
+            ratios[f"malloc_over_pymalloc_{key}"] = mine / kept
     targets: list[dict[str, Any]] = []
 
     def target(name: str, target_text: str, measured: Any, ok: bool | None, unit: str = "",
@@ -194,6 +199,10 @@ def markdown(res: dict[str, Any]) -> str:
       f"**{_fmt(ra.get('sidecar_over_raw_sqlite'), 2)}×**")
     if ra.get("sidecar_over_plainjob"):
         w(f"- sidecar drain / plainjob (Node): **{_fmt(ra.get('sidecar_over_plainjob'), 2)}×**")
+    if ra.get("malloc_over_pymalloc_drain_per_s"):
+        w("- the sidecar's default allocator (malloc) / `PYTHONMALLOC=pymalloc`: drain "
+          f"**{_fmt(ra['malloc_over_pymalloc_drain_per_s'], 2)}×**, enqueue "
+          f"**{_fmt(ra.get('malloc_over_pymalloc_enqueue_per_s'), 2)}×**")
     w("")
 
     w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")
@@ -203,7 +212,7 @@ def markdown(res: dict[str, Any]) -> str:
       "notification returns in the client).\n")
     w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | storage | notes |")
     w("|---|---|---|---|---|---|---|---|")
-    for name in ("task-sidecar", *PEERS, "raw sqlite3"):
+    for name in ("task-sidecar", PYMALLOC_VARIANT, *PEERS, "raw sqlite3"):
         e = cmp_.get(name)
         if e is None:
             if name == "DBOS" and cmp_:
@@ -216,6 +225,10 @@ def markdown(res: dict[str, Any]) -> str:
             continue
         version = e.get("version") or meta["versions"].get(name) or "–"
         n_note = f"N = {e['n']:,}. " if e.get("n") and e["n"] != plan["n"] else ""
+        if name == PYMALLOC_VARIANT:
+            version = meta["versions"].get("task-sidecar") or version
+            n_note = ("the same sidecar keeping Python's allocator (the default allocates with malloc "
+                      "on glibc, for its memory after a burst: see the RSS lines below). ")
         w(f"| {name} | {version} | {_spread(e, 'enqueue_per_s')} | {_spread(e, 'drain_per_s')} | "
           f"{_spread(e, 'start_p50_ms', 2)} | {_spread(e, 'start_p99_ms', 2)} | {e.get('storage', '')} | "
           f"{n_note}{e.get('notes', '')} |")
@@ -295,6 +308,13 @@ def markdown(res: dict[str, Any]) -> str:
           f"{_fmt(r['after_mb'], 1)} MB ({_fmt(r['growth_percent'], 1)} %); peak {_fmt(r['peak_mb'], 1)} MB.\n")
     elif r:
         w(f"\nRSS: failed: {r.get('error')}\n")
+    rp = sc.get("rss_pymalloc") or {}
+    if rp and "error" not in rp:
+        w(f"With `PYTHONMALLOC=pymalloc` (Python's own allocator kept): idle {_fmt(rp['idle_mb'], 1)} MB; "
+          f"after {rp['n']:,} tasks {_fmt(rp['after_mb'], 1)} MB ({_fmt(rp['growth_percent'], 1)} %); "
+          f"peak {_fmt(rp['peak_mb'], 1)} MB.\n")
+    elif rp:
+        w(f"RSS with `PYTHONMALLOC=pymalloc`: failed: {rp.get('error')}\n")
     s = sc.get("scale") or {}
     w(f"### Scale: {_fmt(s.get('rows') or big_rows)} tasks in the database (97 % COMPLETED, a year of history)\n")
     if not s or "error" in s:

@@ -83,6 +83,9 @@ def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, 
     return result
 
 
+PYMALLOC_VARIANT = report.PYMALLOC_VARIANT
+
+
 def sb(*args: Any) -> list[str]:
     return [PY, "-m", "bench.sidecar_bench", *map(str, args)]
 
@@ -92,6 +95,8 @@ def peer_cmds(plan: Plan) -> dict[str, tuple[list[str], float]]:
     common = ["--n", str(n), "--workers", "4", "--samples", str(s)]
     cmds: dict[str, tuple[list[str], float]] = {
         "task-sidecar": (sb("drain", "--n", n, "--samples", s), 300),
+        # the same sidecar keeping Python's own allocator: what its default (malloc) costs and buys
+        PYMALLOC_VARIANT: (["env", "PYTHONMALLOC=pymalloc", *sb("drain", "--n", n, "--samples", s)], 300),
         "huey": ([PY, "-m", "bench.peers.huey_peer", *common], 300),
         "persist-queue": ([PY, "-m", "bench.peers.persistqueue_peer", *common], 300),
         "litequeue": ([PY, "-m", "bench.peers.litequeue_peer", *common], 300),
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             sidecar_part(f"startup_frozen_{form}", f"start-up, frozen {form}",
                          [PY, "-m", "bench.frozen_startup", "--form", form, "--runs", str(plan.startup_runs)], 300)
         sidecar_part("rss", f"RSS idle and after {plan.rss_n} tasks", sb("rss", "--n", plan.rss_n), 900)
+        sidecar_part("rss_pymalloc", f"RSS idle and after {plan.rss_n} tasks, PYTHONMALLOC=pymalloc",
+                     ["env", "PYTHONMALLOC=pymalloc", *sb("rss", "--n", plan.rss_n)], 900)
 
     if "scale" in parts:
         big = WORK / f"big-{plan.big_rows}.db"
