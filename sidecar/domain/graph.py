@@ -405,8 +405,9 @@ class Graph:
             # settling a parent may end tasks that wait for the others: look them up after it
             self._complete_plain_and_parents(tx, succeeded, parents)
             return
-        # nothing else is written before the dependents are used: the tasks that wait for these
-        # are none of these (a task waiting for another is not running)
+        # Only these tasks' completions are written before the dependents are used. A dependent
+        # that is itself among them (its dependency was retried while it ran) is then settled as
+        # the COMPLETED task it has become, which settle() leaves alone.
         self._complete_plain(tx, [(t, r, e.get("message", store.KEEP_MESSAGE)) for t, r, e in succeeded], dependents)
 
     def _complete_plain_and_parents(
