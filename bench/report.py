@@ -302,19 +302,14 @@ def markdown(res: dict[str, Any]) -> str:
             continue
         w(f"| {label} | {_fmt(e['ms']['p50'], 1)} ms ({_fmt(e['ms']['min'], 1)}–{_fmt(e['ms']['max'], 1)}) | "
           f"{_fmt(e['rss_at_ready_mb']['p50'], 1)} MB | {_fmt(e.get('loadavg_1m_before'), 2)} |")
-    r = sc.get("rss") or {}
-    if r and "error" not in r:
-        w(f"\nIdle RSS {_fmt(r['idle_mb'], 1)} MB; after creating and draining {r['n']:,} tasks "
-          f"{_fmt(r['after_mb'], 1)} MB ({_fmt(r['growth_percent'], 1)} %); peak {_fmt(r['peak_mb'], 1)} MB.\n")
-    elif r:
-        w(f"\nRSS: failed: {r.get('error')}\n")
-    rp = sc.get("rss_pymalloc") or {}
-    if rp and "error" not in rp:
-        w(f"With `PYTHONMALLOC=pymalloc` (Python's own allocator kept): idle {_fmt(rp['idle_mb'], 1)} MB; "
-          f"after {rp['n']:,} tasks {_fmt(rp['after_mb'], 1)} MB ({_fmt(rp['growth_percent'], 1)} %); "
-          f"peak {_fmt(rp['peak_mb'], 1)} MB.\n")
-    elif rp:
-        w(f"RSS with `PYTHONMALLOC=pymalloc`: failed: {rp.get('error')}\n")
+    w("")
+    for key, lead in (("rss", "RSS"), ("rss_pymalloc", "With `PYTHONMALLOC=pymalloc` (Python's own allocator kept): RSS")):
+        r = sc.get(key) or {}
+        if r and "error" not in r:
+            w(f"{lead} idle {_fmt(r['idle_mb'], 1)} MB; after creating and draining {r['n']:,} tasks "
+              f"{_fmt(r['after_mb'], 1)} MB ({_fmt(r['growth_percent'], 1)} %); peak {_fmt(r['peak_mb'], 1)} MB.\n")
+        elif r:
+            w(f"{lead}: failed: {r.get('error')}\n")
     s = sc.get("scale") or {}
     w(f"### Scale: {_fmt(s.get('rows') or big_rows)} tasks in the database (97 % COMPLETED, a year of history)\n")
     if not s or "error" in s:
