@@ -91,3 +91,26 @@ def pymalloc_blocks(ctx: TaskContext) -> dict:
     grown = sys.getallocatedblocks() - blocks
     del burst
     return {"blocks": grown}
+
+
+@handler("test.gc_keep_garbage")
+def gc_keep_garbage(ctx: TaskContext) -> dict:
+    """From now on, keep what the garbage collector finds (gc.DEBUG_SAVEALL) for test.gc_garbage."""
+    gc.collect()
+    gc.garbage.clear()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    return {}
+
+
+@handler("test.gc_garbage")
+def gc_garbage(ctx: TaskContext) -> dict:
+    """The types of the reference cycles made since test.gc_keep_garbage (refcounting could not free
+    them: each one is work for the collector)."""
+    gc.collect()
+    types: dict[str, int] = {}
+    for found in gc.garbage:
+        name = type(found).__qualname__
+        types[name] = types.get(name, 0) + 1
+    gc.set_debug(0)
+    gc.garbage.clear()
+    return {"types": types}

@@ -29,6 +29,29 @@ _UNFINISHED = frozenset(s.value for s in UNFINISHED)
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 
 
+def _parents_first(new: list[int], parent_of: dict[int, str | None], index_of: dict[str, int]) -> list[int]:
+    """``new`` (item indexes) ordered so that a parent created in the same call comes before its
+    children. A loop, not a recursive closure: a nested function that calls itself is a reference
+    cycle, left for the garbage collector by every create (it was most of its work in a burst of
+    tasks.create calls)."""
+    depth: dict[int, int] = {}
+    for i in new:
+        path: list[int] = []
+        j = i
+        while j not in depth:
+            parent = parent_of[j]
+            if parent is None or parent not in index_of:
+                depth[j] = 0
+                break
+            path.append(j)
+            j = index_of[parent]
+        level = depth[j]
+        for k in reversed(path):
+            level += 1
+            depth[k] = level
+    return sorted(new, key=depth.__getitem__)
+
+
 def _status(row: Row) -> str:
     return row[2]
 
@@ -171,20 +194,10 @@ class Graph:
         if any(deps_of[i] for i in new) or any(items[i].get("parentId") in refs for i in new):
             self._refuse_cycles(tx, items, ids, new, parent_of, deps_of)
 
-        # insert parents before children (the foreign key is checked at once)
-        index_of = {ids[i]: i for i in new}
-        depth: dict[int, int] = {}
-
-        def depth_of(i: int) -> int:
-            if i not in depth:
-                parent = parent_of[i]
-                depth[i] = depth_of(index_of[parent]) + 1 if parent in index_of else 0
-            return depth[i]
-
         engine = self.engine
         waiting: list[str] = []
         rows: list[Row] = []
-        order = sorted(new, key=depth_of)
+        order = _parents_first(new, parent_of, {ids[i]: i for i in new})  # the foreign key is checked at once
         for i in order:
             item = items[i]
             spec = engine.registry.get(item["type"])

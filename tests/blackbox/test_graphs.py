@@ -285,3 +285,21 @@ def test_stats_stay_exact_through_every_kind_of_change(start_sidecar, db_path: P
         conn.close()
     assert stats["byType"] == truth
     assert stats["total"] == sum(sum(v.values()) for v in truth.values())
+
+
+def test_a_tree_listed_children_first_is_created_parents_first_and_runs_to_the_root(sidecar: SidecarProcess) -> None:
+    items = [
+        {"ref": "clip", "type": "demo.noop", "parentId": "video"},
+        {"ref": "video", "type": "demo.noop", "parentId": "playlist"},
+        {"ref": "thumb", "type": "demo.noop", "parentId": "video"},
+        {"ref": "playlist", "type": "demo.noop"},
+        {"ref": "other", "type": "demo.noop", "parentId": "playlist"},
+    ]
+    tasks = sidecar.call("tasks.createMany", {"tasks": items})["tasks"]
+    ids = {item["ref"]: task["id"] for item, task in zip(items, tasks)}
+    assert [t["parentId"] for t in tasks] == [ids["video"], ids["playlist"], ids["video"], None, ids["playlist"]]
+    assert sidecar.wait_status(ids["playlist"], "COMPLETED")["status"] == "COMPLETED"
+    tree = sidecar.call("tasks.tree", {"id": ids["playlist"]})
+    assert sorted(child["id"] for child in tree["children"]) == sorted([ids["video"], ids["other"]])
+    video = next(child for child in tree["children"] if child["id"] == ids["video"])
+    assert sorted(child["id"] for child in video["children"]) == sorted([ids["clip"], ids["thumb"]])

@@ -108,3 +108,24 @@ def test_the_sidecar_allocates_new_objects_with_malloc_so_a_burst_leaves_no_pyma
     sidecar = start_sidecar("--handlers", "fixture_handlers")
     task = sidecar.call("tasks.create", {"type": "test.pymalloc_blocks"})
     assert sidecar.wait_status(task["id"], "COMPLETED")["result"]["blocks"] < 10_000  # ~100,000 with pymalloc
+
+
+def test_creating_and_running_tasks_leaves_no_reference_cycles_for_the_collector(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+
+    def workload() -> None:
+        created = [sidecar.call("tasks.create", {"type": "demo.noop"}) for _ in range(50)]
+        created += sidecar.call("tasks.createMany", {"tasks": [
+            {"ref": "p", "type": "demo.noop"}, {"type": "demo.noop", "parentId": "p"},
+            {"type": "demo.noop", "dependsOn": ["p"]},
+        ]})["tasks"]
+        for task in created:
+            sidecar.wait_status(task["id"], "COMPLETED")
+
+    workload()  # once first, and a pause: what is done once (the warm-up thread compiling schemas,
+    time.sleep(1.0)  # ~0.2 s after ready) is over before the collector's finds are kept
+    keep = sidecar.call("tasks.create", {"type": "test.gc_keep_garbage"})
+    sidecar.wait_status(keep["id"], "COMPLETED")
+    workload()
+    report = sidecar.call("tasks.create", {"type": "test.gc_garbage"})
+    assert sidecar.wait_status(report["id"], "COMPLETED")["result"]["types"] == {}
