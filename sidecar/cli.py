@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from sidecar.memory import allocate_objects_with_malloc
+    from sidecar.memory import allocate_objects_with_malloc, collect_less_often
 
     allocate_objects_with_malloc()
+    collect_less_often()
     from sidecar.server import Config, Sidecar
 
     programs: dict[str, str] = {}

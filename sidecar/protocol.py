@@ -45,13 +45,14 @@ def warm_up(protocol: Protocol, registry: Iterable[Any] = ()) -> None:
     """
     import jsonrpcserver  # noqa: F401  (~100 ms with jsonschema and asyncio)
 
-    from sidecar.memory import find_malloc_trim
+    from sidecar.memory import find_malloc_trim, freeze_start_up_objects
 
     protocol.prepare()
     for spec in registry:  # handlers' details schemas (sidecar.handlers.registry.HandlerSpec)
         if spec.validator is not None:
             spec.validator.prepare()
     find_malloc_trim()
+    freeze_start_up_objects()
 
 
 MAX_BATCH = 10_000

@@ -79,7 +79,7 @@ def playlist(ctx: TaskContext) -> dict:
 def gc_state(ctx: TaskContext) -> dict:
     """Whether Python's automatic garbage collection is on in the sidecar (it pauses while a big
     request is in flight and must always come back on)."""
-    return {"enabled": gc.isenabled()}
+    return {"enabled": gc.isenabled(), "threshold": list(gc.get_threshold()), "frozen": gc.get_freeze_count()}
 
 
 @handler("test.pymalloc_blocks")

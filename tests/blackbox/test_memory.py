@@ -129,3 +129,16 @@ def test_creating_and_running_tasks_leaves_no_reference_cycles_for_the_collector
     workload()
     report = sidecar.call("tasks.create", {"type": "test.gc_garbage"})
     assert sidecar.wait_status(report["id"], "COMPLETED")["result"]["types"] == {}
+
+
+def test_the_collector_runs_less_often_and_leaves_start_up_objects_alone(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    deadline = time.monotonic() + 10
+    while True:  # the warm-up thread freezes what start-up made, shortly after ready
+        task = sidecar.call("tasks.create", {"type": "test.gc_state"})
+        state = sidecar.wait_status(task["id"], "COMPLETED")["result"]
+        if state["frozen"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert state["threshold"][0] == 10_000  # Python's default: 700
+    assert state["frozen"] > 10_000  # modules, functions, classes, compiled schemas
