@@ -12,6 +12,9 @@ RSS after 100,000 tasks, 5-6 arenas holding almost nothing). On glibc the sideca
 allocates new objects with malloc, as ``PYTHONMALLOC=malloc`` would, so the trim returns every free
 page (:func:`allocate_objects_with_malloc`).
 
+The collector itself is tuned for bursts of requests (:func:`collect_less_often`,
+:func:`freeze_start_up_objects`).
+
 A 5,000-task createMany also allocates some 30,000 containers that all stay alive until its
 response and announcements are written. Python's collector, counting those allocations, ran a
 full collection in most such requests: 15-30 ms of traversing objects that were never garbage
@@ -124,17 +127,18 @@ def collect_less_often() -> None:
     flight are alive, so each young collection traverses them again and promotes them, and the
     older ones follow: 2,163 + 195 + 11 collections took 1.4 s of a 3.6 s burst (gc.callbacks;
     perf put gc_collect_main at 27 % of the sidecar's CPU). At 10,000, 222 + 20 + 1 took 0.5 s.
-    The sidecar makes no reference cycles of its own in its hot paths (tests/blackbox/test_memory.py),
-    so garbage waits no longer for it; a collection traverses at most ~10,000 young objects.
+    What only the collector can free (reference cycles) would wait longer, but the sidecar's own
+    paths make none (tests/blackbox/test_memory.py checks); a young collection traverses at most
+    ~10,000 objects.
     """
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
 
 
 def freeze_start_up_objects() -> None:
-    """Move what start-up made (modules, functions, classes, compiled schemas: ~150,000 objects)
-    out of the collector's sight: they live as long as the process, and every full collection
-    traversed them all."""
+    """Move what start-up made (modules, functions, classes, compiled schemas: ~37,000 tracked
+    objects) out of the collector's sight: they live as long as the process, and every full
+    collection traversed them all."""
     gc.freeze()
 
 

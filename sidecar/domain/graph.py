@@ -32,8 +32,7 @@ _TERMINAL = frozenset(s.value for s in TERMINAL)
 def _parents_first(new: list[int], parent_of: dict[int, str | None], index_of: dict[str, int]) -> list[int]:
     """``new`` (item indexes) ordered so that a parent created in the same call comes before its
     children. A loop, not a recursive closure: a nested function that calls itself is a reference
-    cycle, left for the garbage collector by every create (it was most of its work in a burst of
-    tasks.create calls)."""
+    cycle, which every create left for the garbage collector."""
     depth: dict[int, int] = {}
     for i in new:
         path: list[int] = []
