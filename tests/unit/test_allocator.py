@@ -19,9 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 pytestmark = pytest.mark.skipif(find_malloc_trim() is None, reason="the switch is made on glibc only")
 
 PROBE = r"""
-import json, sys
+import json, os, sys
 # sys.getallocatedblocks(): blocks held in pymalloc's arenas, whichever allocator is current
 from sidecar.memory import allocate_objects_with_malloc, release_free_memory
+if os.environ.get("PROBE_AS_FROZEN"):
+    sys.frozen = True  # as PyInstaller's bootloader sets it
 before_switch = [str(i) * 3 for i in range(200_000)]  # pymalloc blocks, freed after the switch
 grown = [[i] for i in range(10_000)]
 switched = allocate_objects_with_malloc()
@@ -70,4 +72,13 @@ def test_pymalloc_stays_without_the_switch_so_the_probe_can_tell() -> None:
 def test_no_switch_under_debug_hooks_tracemalloc_or_a_chosen_allocator(args: tuple[str, ...], env: dict[str, str]) -> None:
     result = run(*args, env=env)
     assert result["switched"] is False
+    assert result["ok"] is True
+
+
+@pytest.mark.parametrize("asked, switched", [(None, True), ("malloc", True), ("pymalloc", False)])
+def test_a_frozen_build_switches_unless_pymalloc_was_asked_for(asked: str | None, switched: bool) -> None:
+    # a frozen interpreter ignored PYTHONMALLOC, so "malloc" still needs the switch
+    env = {"PROBE_AS_FROZEN": "1", **({"PYTHONMALLOC": asked} if asked else {})}
+    result = run(env=env)
+    assert result["switched"] is switched
     assert result["ok"] is True
