@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from bench.common import BENCH, ROOT, WORK, clock, cpu_seconds, rss_mb
-from sidecar.launch import sidecar_env
 
 SIDECAR_PYTHON = os.environ.get("BENCH_SIDECAR_PYTHON", sys.executable)
 
@@ -43,7 +42,7 @@ class Sidecar:
         cmd += list(args)
         WORK.mkdir(parents=True, exist_ok=True)
         self._stderr = open(WORK / (stderr_name or f"sidecar-{os.getpid()}.stderr"), "ab")
-        env = sidecar_env(dict(os.environ, PYTHONPATH=str(ROOT)))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
         self.track = track
         self.errors: list[str] = []
         self.responses: dict[int, tuple[float, Any]] = {}

@@ -20,8 +20,6 @@ from typing import Any
 
 import orjson
 
-from sidecar.launch import sidecar_env
-
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
@@ -38,7 +36,7 @@ def spawn_raw(db: Path | str, *args: str, stderr: Any = subprocess.DEVNULL) -> s
     return subprocess.Popen(
         [*sidecar_command(), "--db", str(db), "--log-level", "WARNING", *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, cwd=ROOT,
-        env=sidecar_env({**os.environ, "PYTHONPATH": str(ROOT)}),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 
 
@@ -53,7 +51,7 @@ class RpcError(Exception):
 class SidecarProcess:
     def __init__(self, db: Path | str, *args: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> None:
         self.db = str(db)
-        full_env = sidecar_env({**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **(env or {})})
+        full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(TESTS)]), **(env or {})}
         self.proc = subprocess.Popen(
             [*sidecar_command(), "--db", self.db, *args],
             stdin=subprocess.PIPE,

@@ -30,7 +30,7 @@ import {
   type TaskDeletedParams,
   type TaskUpdatedParams,
 } from './protocol';
-import { resolveSidecarCommand, sidecarEnv } from './resolve';
+import { resolveSidecarCommand } from './resolve';
 
 export type { CallOptions, LogEntry, Logger, LogLevel } from './connection';
 
@@ -52,7 +52,7 @@ export interface SidecarClientOptions {
   command?: string;
   args?: string[];
   cwd?: string;
-  /** Added to process.env for the sidecar (PYTHONUTF8=1 is always set: see `sidecarEnv`). */
+  /** Added to process.env for the sidecar (PYTHONUTF8=1 is always set). */
   env?: NodeJS.ProcessEnv;
   /** Python modules registering handlers (`--handlers X` each). */
   handlers?: string[];
@@ -502,7 +502,7 @@ export class SidecarClient {
     this.log('debug', `spawning ${command} ${args.join(' ')}${cwd ? ` (cwd ${cwd})` : ''}`);
     const child = spawn(command, args, {
       cwd,
-      env: sidecarEnv({ ...process.env, ...this.opts.env }),
+      env: { ...process.env, ...this.opts.env, PYTHONUTF8: '1' },
       stdio: ['pipe', 'pipe', 'pipe'],
       windowsHide: true,
       shell: false,

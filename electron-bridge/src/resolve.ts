@@ -56,11 +56,3 @@ export function resolveSidecarCommand(options: ResolveSidecarOptions = {}): Side
   const cwd = options.sourceRoot ?? env['TASK_SIDECAR_ROOT'] ?? process.cwd();
   return { command: python, args: ['-m', 'sidecar'], cwd };
 }
-
-/**
- * The environment the sidecar is spawned with: `base` plus `PYTHONUTF8=1` (UTF-8 logs and child
- * programs on every platform). Twin of `sidecar/launch.py`.
- */
-export function sidecarEnv(base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
-  return { ...base, PYTHONUTF8: '1' };
-}

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { SidecarClient, stderrLevel, type ClientEvents, type LogEntry, type SidecarClientOptions } from '../src/client';
 import { SidecarError } from '../src/errors';
 import { ClientErrorCode } from '../src/protocol';
-import { frozenSidecarName, resolveSidecarCommand, sidecarEnv } from '../src/resolve';
+import { frozenSidecarName, resolveSidecarCommand } from '../src/resolve';
 import { pidAlive, tempDir, until } from './helpers';
 
 const FAKE = path.join(__dirname, 'fixtures', 'fake-sidecar.js');
@@ -211,13 +211,9 @@ test('stderr lines get a log level from Python logging prefixes', () => {
   assert.equal(stderrLevel('some print() from a handler'), 'info');
 });
 
-test('sidecarEnv: the caller\'s variables, with UTF-8 mode always on', () => {
-  assert.deepEqual(sidecarEnv({ A: '1' }), { A: '1', PYTHONUTF8: '1' });
-  assert.deepEqual(sidecarEnv({ PYTHONUTF8: '0' }), { PYTHONUTF8: '1' });
-});
-
 test('the sidecar gets PYTHONUTF8=1, the caller\'s env, and --db / --handlers after its args', async () => {
-  const { client } = await startFake({ FAKE_EXTRA: 'yes' }, { handlers: ['app.handlers'] });
+  // a caller's PYTHONUTF8=0 does not turn UTF-8 mode off
+  const { client } = await startFake({ FAKE_EXTRA: 'yes', PYTHONUTF8: '0' }, { handlers: ['app.handlers'] });
   const info = client.readyInfo as unknown as { argv: string[]; env: Record<string, string | null> };
   assert.deepEqual(info.env, { PYTHONUTF8: '1', FAKE_EXTRA: 'yes' });
   assert.deepEqual(info.argv, ['--db', '/nonexistent/fake.db', '--handlers', 'app.handlers']);

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sidecar.harness.recorder import Recorder
-from sidecar.launch import sidecar_env
 
 # The directory holding the ``sidecar`` package: the default working directory of the child.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -57,7 +56,7 @@ class Transport:
         self._echo_stderr = echo_stderr
         self._stderr_log = open(stderr_log, "a", encoding="utf-8") if stderr_log else None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
-        env = sidecar_env(dict(os.environ, PYTHONUNBUFFERED="1"))
+        env = dict(os.environ, PYTHONUTF8="1", PYTHONUNBUFFERED="1")
         if recorder:
             recorder.meta(event="spawn", argv=argv)
         self.proc = subprocess.Popen(
