@@ -589,11 +589,12 @@ def unfinished_dependents(conn: sqlite3.Connection, task_id: str) -> list[str]:
     ]
 
 
-def _in_chunks(conn: sqlite3.Connection, sql: str, ids: Sequence[str]) -> Iterator[Row]:
-    """Run ``sql`` (with one ``{marks}`` for an IN list) over ``ids``, 500 at a time."""
+def _in_chunks(conn: sqlite3.Connection, sql: str, ids: Sequence[str], lists: int = 1) -> Iterator[Row]:
+    """Run ``sql`` over ``ids``, 500 at a time; each of its ``lists`` ``{marks}`` is an IN list of
+    the same chunk."""
     for start in range(0, len(ids), _MANY_CHUNK):
-        chunk = ids[start : start + _MANY_CHUNK]
-        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk)
+        chunk = list(ids[start : start + _MANY_CHUNK])
+        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk * lists)
 
 
 def unfinished_dependents_of(conn: sqlite3.Connection, task_ids: Sequence[str]) -> dict[str, list[str]]:
@@ -611,22 +612,18 @@ def unfinished_dependents_of(conn: sqlite3.Connection, task_ids: Sequence[str]) 
 def parents_and_dependents(conn: sqlite3.Connection, task_ids: Sequence[str]) -> tuple[set[str], dict[str, list[str]]]:
     """Which of ``task_ids`` have children, and :func:`unfinished_dependents_of` them, in one query
     per 500 (a drain asks both for every transaction's finished tasks)."""
+    sql = (
+        'SELECT 0, "parent_id", NULL FROM "tasks" WHERE "parent_id" IN ({marks}) GROUP BY "parent_id" '
+        'UNION ALL SELECT 1, d."depends_on_id", d."task_id" FROM "task_deps" d JOIN "tasks" t ON t."id" = d."task_id" '
+        f'WHERE d."depends_on_id" IN ({{marks}}) AND t."status" NOT IN {_TERMINAL_SQL}'
+    )
     parents: set[str] = set()
     dependents: dict[str, list[str]] = {}
-    for start in range(0, len(task_ids), _MANY_CHUNK):
-        chunk = list(task_ids[start : start + _MANY_CHUNK])
-        marks = ", ".join("?" * len(chunk))
-        for kind, task_id, dependent in conn.execute(
-            f'SELECT 0, "parent_id", NULL FROM "tasks" WHERE "parent_id" IN ({marks}) GROUP BY "parent_id" '
-            'UNION ALL SELECT 1, d."depends_on_id", d."task_id" FROM "task_deps" d '
-            'JOIN "tasks" t ON t."id" = d."task_id" '
-            f'WHERE d."depends_on_id" IN ({marks}) AND t."status" NOT IN {_TERMINAL_SQL}',
-            chunk + chunk,
-        ):
-            if kind == 0:
-                parents.add(task_id)
-            else:
-                dependents.setdefault(task_id, []).append(dependent)
+    for kind, task_id, dependent in _in_chunks(conn, sql, task_ids, lists=2):
+        if kind == 0:
+            parents.add(task_id)
+        else:
+            dependents.setdefault(task_id, []).append(dependent)
     return parents, dependents
 
 
