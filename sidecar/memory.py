@@ -96,10 +96,11 @@ def allocate_objects_with_malloc() -> bool:
     # (mimalloc's free would be handed malloc's blocks)
     if sys.implementation.name != "cpython" or not (3, 11) <= sys.version_info[:2] <= (3, 13):
         return False
-    import sysconfig  # ~1 ms, not imported at start-up otherwise
+    if sys.version_info >= (3, 13):  # free-threaded builds exist from 3.13 on
+        import sysconfig  # ~1 ms at start-up: only where the answer can be yes
 
-    if sysconfig.get_config_var("Py_GIL_DISABLED"):
-        return False
+        if sysconfig.get_config_var("Py_GIL_DISABLED"):
+            return False
     asked = os.environ.get("PYTHONMALLOC")
     if asked is not None and not (asked == "malloc" and getattr(sys, "frozen", False)):
         return False  # an allocator was chosen, and the interpreter (not frozen) started with it
