@@ -72,6 +72,40 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _threads_run_and_wakeups(pid: int) -> tuple[int, int] | None:
+    """Nanoseconds on a CPU and context switches so far, summed over a process's threads."""
+    run_ns = switches = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                run_ns += int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        switches += int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return run_ns, switches
+
+
+def idle_footprint(pid: int, seconds: float = 2.0) -> dict[str, float] | None:
+    """What a system costs while it waits for work: CPU (% of one core) and how often its threads
+    are switched in (wake-ups per second) over ``seconds`` with nothing to do. A poll loop shows
+    here (and also keeps the CPU's caches warm, which is part of how it starts jobs sooner).
+    When ``pid`` is this process, the caller's own sleep counts for one wake-up."""
+    before = _threads_run_and_wakeups(pid)
+    time.sleep(seconds)
+    after = _threads_run_and_wakeups(pid)
+    if before is None or after is None:
+        return None
+    return {"cpu_pct": (after[0] - before[0]) / 1e9 / seconds * 100,
+            "wakeups_per_s": (after[1] - before[1]) / seconds}
+
+
 def emit(result: dict[str, Any]) -> None:
     sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
     sys.stdout.flush()

@@ -48,6 +48,8 @@ class Plan:
         self.deep = 5000 if quick else 100_000
         self.prune_calls = 5 if quick else 20
         self.pipe_seq = 1000 if quick else 5000
+        self.pipe_idle = 30 if quick else 100
+        self.idle_s = 1.0 if quick else 2.0  # each system's footprint while it waits for work
         self.pipe_n = 5000 if quick else 50_000
 
 
@@ -92,21 +94,23 @@ def sb(*args: Any) -> list[str]:
 
 def peer_cmds(plan: Plan) -> dict[str, tuple[list[str], float]]:
     n, s = plan.n, plan.peer_samples
-    common = ["--n", str(n), "--workers", "4", "--samples", str(s)]
+    common = ["--n", str(n), "--workers", "4", "--samples", str(s), "--idle-s", str(plan.idle_s)]
+    drain = ("drain", "--n", n, "--samples", s, "--idle-s", plan.idle_s)
     cmds: dict[str, tuple[list[str], float]] = {
-        "task-sidecar": (sb("drain", "--n", n, "--samples", s), 300),
+        "task-sidecar": (sb(*drain), 300),
         # the same sidecar keeping Python's own allocator: what its default (malloc) costs and buys
-        PYMALLOC_VARIANT: (["env", "PYTHONMALLOC=pymalloc", *sb("drain", "--n", n, "--samples", s)], 300),
+        PYMALLOC_VARIANT: (["env", "PYTHONMALLOC=pymalloc", *sb(*drain)], 300),
         "huey": ([PY, "-m", "bench.peers.huey_peer", *common], 300),
         "persist-queue": ([PY, "-m", "bench.peers.persistqueue_peer", *common], 300),
         "litequeue": ([PY, "-m", "bench.peers.litequeue_peer", *common], 300),
         "plainjob": (["node", str(NODE_DIR / "plainjob_peer.mjs"), "--n", str(n), "--workers", "4",
-                      "--samples", str(plan.plainjob_samples), "--dir", str(WORK / "plainjob")], 300),
+                      "--samples", str(plan.plainjob_samples), "--idle-ms", str(int(plan.idle_s * 1000)),
+                      "--dir", str(WORK / "plainjob")], 300),
         "raw sqlite3": ([PY, "-m", "bench.ceilings.raw_sqlite", "--n", str(n)], 300),
     }
     if plan.dbos:
         cmds["DBOS"] = ([PY, "-m", "bench.peers.dbos_peer", "--n", str(plan.dbos_n), "--workers", "4",
-                         "--samples", str(s)], 600)
+                         "--samples", str(s), "--idle-s", str(plan.idle_s)], 600)
     return cmds
 
 
@@ -188,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             if starts:
                 entry["start_p50_ms"] = spread(starts)
                 entry["start_p99_ms"] = spread([o["latency"]["start_ms"]["p99"] for o in ok])
+            idles = [o["idle"] for o in ok if o.get("idle")]
+            if idles:
+                entry["idle_cpu_pct"] = spread([i["cpu_pct"] for i in idles])
+                entry["idle_wakeups_per_s"] = spread([i["wakeups_per_s"] for i in idles])
             for k in ("version", "storage", "notes", "n"):
                 if ok and ok[0].get(k) is not None:
                     entry[k] = ok[0][k]
@@ -234,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         res["ceilings"]["ndjson"] = measure(
             "NDJSON pipe Node<->Python",
             ["node", str(NODE_DIR / "ndjson_pipe.mjs"), "--python", PY, "--cwd", str(ROOT),
-             "--seq", str(plan.pipe_seq), "--pipelined", str(plan.pipe_n)], 300, log)
+             "--seq", str(plan.pipe_seq), "--pipelined", str(plan.pipe_n), "--idle", str(plan.pipe_idle)],
+            300, log)
         if "raw sqlite3" in res["compare"]:
             res["ceilings"]["raw_sqlite"] = res["compare"]["raw sqlite3"]
 

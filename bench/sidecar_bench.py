@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.client import Sidecar
-from bench.common import WORK, clock, cpu_seconds, emit, fail, fresh_dir, rss_mb, summary
+from bench.common import WORK, clock, cpu_seconds, emit, fail, fresh_dir, idle_footprint, rss_mb, summary
 
 NOOP = {"type": "demo.noop"}
 
@@ -119,9 +119,10 @@ def cmd_drain(a: argparse.Namespace) -> None:
     t_first = min(_started(sc, i) for i in ids)
     drain_s = t_last - max(due, t_created)
     lat = idle_latency(sc, a.samples)
+    idle = idle_footprint(sc.pid, a.idle_s)  # waiting for work, as the peers are measured
     _finish(sc)
     emit({
-        "system": "task-sidecar", "n": a.n, "workers": a.workers,
+        "system": "task-sidecar", "n": a.n, "workers": a.workers, "idle": idle,
         "enqueue_per_s": a.n / (t_created - t0),
         "drain_per_s": a.n / drain_s,
         "first_start_after_due_ms": (t_first - due) * 1000,
@@ -187,6 +188,10 @@ def cmd_latency(a: argparse.Namespace) -> None:
             fail(f"expected {a.queued} queued, stats say {stats['byStatus']}")
         time.sleep(0.5)
     ping = [sc.timed_call("system.ping")[0] for _ in range(100)]  # the protocol floor, for scale
+    ping_random = []  # the same floor met as the probes meet it: after an idle gap
+    for _ in range(min(100, a.samples)):
+        time.sleep(random.uniform(0.1, 2.0) * 0.05)
+        ping_random.append(sc.timed_call("system.ping")[0])
     lat = idle_latency(sc, a.samples)
     busy = None
     if a.busy:
@@ -198,6 +203,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
         _wait_all(sc, backlog, "COMPLETED", 300, "busy backlog")
     _finish(sc)
     emit({"queued": a.queued, "samples": a.samples, **lat, "ping_ms": summary(ping),
+          "ping_random_ms": summary(ping_random),
           "busy": busy, "busy_backlog": a.busy})
 
 
@@ -514,6 +520,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("drain"); s.add_argument("--n", type=int, default=5000)
     s.add_argument("--workers", type=int, default=4); s.add_argument("--samples", type=int, default=50)
+    s.add_argument("--idle-s", type=float, default=2.0)
     s = sub.add_parser("throughput"); s.add_argument("--n", type=int, default=5000)
     s.add_argument("--mode", choices=("single", "many"), default="single"); s.add_argument("--chunk", type=int, default=500)
     s = sub.add_parser("latency"); s.add_argument("--samples", type=int, default=300)

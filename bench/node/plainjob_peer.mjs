@@ -1,6 +1,6 @@
 // plainjob (Node + better-sqlite3 v12): enqueue N no-op jobs, drain with W workers, then
 // enqueue -> start latency on an idle queue. Prints one "BENCH-RESULT {json}" line.
-import { mkdirSync, rmSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
 import Database from "better-sqlite3";
@@ -44,6 +44,26 @@ for (let w = 0; w < WORKERS; w++) {
   }, { queue, logger: silent }));
 }
 
+// as bench/common.py idle_footprint: CPU % of one core and thread switches per second while idle
+function runAndWakeups() {
+  let runNs = 0, switches = 0;
+  for (const tid of readdirSync("/proc/self/task")) {
+    try {
+      runNs += Number(readFileSync(`/proc/self/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      for (const m of readFileSync(`/proc/self/task/${tid}/status`, "utf8").matchAll(/ctxt_switches:\s+(\d+)/g)) switches += Number(m[1]);
+    } catch { /* a thread that ended meanwhile */ }
+  }
+  return [runNs, switches];
+}
+async function idleFootprint(ms) {
+  try {
+    const [r0, s0] = runAndWakeups();
+    await new Promise((r) => setTimeout(r, ms));
+    const [r1, s1] = runAndWakeups();
+    return { cpu_pct: (r1 - r0) / 1e9 / (ms / 1000) * 100, wakeups_per_s: (s1 - s0) / (ms / 1000) };
+  } catch { return null; } // not Linux
+}
+
 const t0 = now();
 for (let i = 0; i < N; i++) queue.add("noop", { k: i });
 const t1 = now();
@@ -64,6 +84,7 @@ for (let k = 1; k <= SAMPLES; k++) {
   if (t === null) fail(`plainjob latency probe ${k} never started`);
   lat.push(t - ts);
 }
+const idle = await idleFootprint(Number(args["idle-ms"] ?? 2000)); // the workers wait for work: what that costs
 await Promise.all(workers.map((w) => w.stop()));
 const sqliteVersion = db.prepare("select sqlite_version() v").get().v;
 queue.close();
@@ -72,7 +93,7 @@ process.stdout.write("BENCH-RESULT " + JSON.stringify({
   system: "plainjob", version: `${pkg("plainjob")} (better-sqlite3 ${pkg("better-sqlite3")}, SQLite ${sqliteVersion}, Node ${process.version})`,
   n: N, workers: WORKERS,
   enqueue_per_s: N / ((t1 - t0) / 1000), drain_per_s: N / (drainMs / 1000),
-  latency: { start_ms: summary(lat) },
+  latency: { start_ms: summary(lat) }, idle,
   storage: "better-sqlite3: WAL, synchronous=NORMAL",
   notes: `${WORKERS} workers in one Node event loop; pollIntervall 1000 ms (default)`,
 }) + "\n");

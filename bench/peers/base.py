@@ -8,12 +8,13 @@ Fails (exit 2) if a job is lost or the drain does not finish.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import threading
 import time
 from typing import Any, Callable
 
-from bench.common import clock, emit, fail, fresh_dir, summary
+from bench.common import clock, emit, fail, fresh_dir, idle_footprint, summary
 
 
 class Tracker:
@@ -53,6 +54,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--timeout", type=float, default=180)
+    p.add_argument("--idle-s", type=float, default=2.0, help="how long to measure the idle footprint")
     return p.parse_args(argv)
 
 
@@ -93,17 +95,16 @@ def run(
             stop_workers()
             fail(f"{name}: latency probe {k} never started")
         lat.append((tracker.probe_started[key] - ts) * 1000)
+    idle = idle_footprint(os.getpid(), a.idle_s)  # the workers wait for work: what that costs
     stop_workers()
     emit({
         "system": name, "version": version, "n": a.n, "workers": a.workers,
         "enqueue_per_s": a.n / (t1 - t0), "drain_per_s": a.n / drain_s,
-        "latency": {"start_ms": summary(lat)}, "storage": storage, "notes": notes,
+        "latency": {"start_ms": summary(lat)}, "idle": idle, "storage": storage, "notes": notes,
     })
 
 
 def workdir(name: str) -> Any:
-    import os
-
     return fresh_dir(f"{name}-{os.getpid()}")
 
 
