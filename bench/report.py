@@ -61,7 +61,7 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
     cmp_ = res.get("compare", {})
     theirs, mine = _idle_text(cmp_.get(fastest)), _idle_text(cmp_.get("task-sidecar"))
     if theirs != "–":
-        parts.append(f"idle CPU · wake-ups: {fastest} {theirs} (in-process, polling), the sidecar {mine}")
+        parts.append(f"idle CPU · wake-ups: {fastest} {theirs}, the sidecar {mine}")
     return "; ".join(parts)
 
 
