@@ -73,7 +73,8 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def _threads_run_and_wakeups(pid: int) -> tuple[int, int] | None:
-    """Nanoseconds on a CPU and context switches so far, summed over a process's threads."""
+    """Nanoseconds on a CPU and context switches so far, summed over a process's threads
+    (schedstat, not :func:`cpu_seconds`: an idle process uses less than its 10 ms clock ticks)."""
     run_ns = switches = 0
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

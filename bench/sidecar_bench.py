@@ -79,6 +79,11 @@ def _started(sc: Sidecar, tid: str) -> float:
     return seen.get("RUNNING", seen["COMPLETED"])
 
 
+def _idle_gap(gap_s: float = 0.05) -> None:
+    """Sleep a random 0.1-2x ``gap_s``: probes arrive at random phases, like the peers' probes."""
+    time.sleep(random.uniform(0.1, 2.0) * gap_s)
+
+
 def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, **create: Any) -> dict[str, Any]:
     start_ms: list[float] = []
     done_ms: list[float] = []
@@ -95,7 +100,7 @@ def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, **create: Any) 
         else:
             missed += 1
         done_ms.append((seen["COMPLETED"] - t0) * 1000)
-        time.sleep(random.uniform(0.1, 2.0) * gap_s)  # random phase, like the peers' probes
+        _idle_gap(gap_s)
     return {"start_ms": summary(start_ms), "complete_ms": summary(done_ms), "running_not_announced": missed}
 
 
@@ -190,7 +195,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
     ping = [sc.timed_call("system.ping")[0] for _ in range(100)]  # the protocol floor, for scale
     ping_random = []  # the same floor met as the probes meet it: after an idle gap
     for _ in range(min(100, a.samples)):
-        time.sleep(random.uniform(0.1, 2.0) * 0.05)
+        _idle_gap()
         ping_random.append(sc.timed_call("system.ping")[0])
     lat = idle_latency(sc, a.samples)
     busy = None
