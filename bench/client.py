@@ -23,6 +23,14 @@ import orjson
 from bench.common import BENCH, ROOT, WORK, clock, cpu_seconds, rss_mb
 
 SIDECAR_PYTHON = os.environ.get("BENCH_SIDECAR_PYTHON", sys.executable)
+# The CPU the sidecar process (every one of its threads) is confined to, for the one-core variant;
+# unset: wherever the OS schedules it, as an app runs it.
+SIDECAR_CPU = os.environ.get("BENCH_SIDECAR_CPU")
+
+
+def _confine_to_cpu() -> None:  # runs in the child, before exec: its threads inherit the mask
+    assert SIDECAR_CPU is not None
+    os.sched_setaffinity(0, {int(SIDECAR_CPU)})
 
 
 class Sidecar:
@@ -66,6 +74,7 @@ class Sidecar:
         self.proc = subprocess.Popen(
             cmd, cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=self._stderr, env=env, bufsize=0,
+            preexec_fn=_confine_to_cpu if SIDECAR_CPU is not None else None,
         )
         self.pid = self.proc.pid
         self._reader = threading.Thread(target=self._read, name="bench-reader", daemon=True)

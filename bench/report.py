@@ -7,6 +7,8 @@ from typing import Any
 PYTHON_PEERS = ("huey", "persist-queue", "litequeue", "DBOS")
 PEERS = (*PYTHON_PEERS, "plainjob")
 PYMALLOC_VARIANT = "task-sidecar, PYTHONMALLOC=pymalloc"  # not a peer: the same sidecar, other allocator
+ONE_CORE_VARIANT = "task-sidecar, one core"  # not a peer: the same sidecar, its threads on one CPU
+VARIANTS = (PYMALLOC_VARIANT, ONE_CORE_VARIANT)
 
 
 def _get(d: Any, *path: Any) -> Any:
@@ -65,6 +67,17 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
     return "; ".join(parts)
 
 
+def _raw_drain_note(ratios: dict[str, Any], drain: Any, raw: Any) -> str:
+    if not (drain and raw):
+        return ""
+    note = f"{_fmt(drain)}/s vs {_fmt(raw)}/s"
+    one_core = ratios.get("one_core_over_raw_sqlite")
+    if one_core:
+        note += (f"; the same sidecar with its threads on one CPU: {_fmt(100 * one_core, 1)} % "
+                 f"({_fmt(ratios['one_core_over_default_drain_per_s'], 2)}× its default)")
+    return note
+
+
 def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cmp_ = res.get("compare", {})
     sc = res.get("sidecar", {})
@@ -90,6 +103,11 @@ def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]
         mine, kept = _get(cmp_, "task-sidecar", key, "median"), _get(cmp_, PYMALLOC_VARIANT, key, "median")
         if mine and kept:
             ratios[f"malloc_over_pymalloc_{key}"] = mine / kept
+    one_core = _get(cmp_, ONE_CORE_VARIANT, "drain_per_s", "median")
+    if one_core and drain:
+        ratios["one_core_over_default_drain_per_s"] = one_core / drain
+        if raw:
+            ratios["one_core_over_raw_sqlite"] = one_core / raw
     targets: list[dict[str, Any]] = []
 
     def target(name: str, target_text: str, measured: Any, ok: bool | None, unit: str = "",
@@ -109,7 +127,7 @@ def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]
     r = ratios["sidecar_over_raw_sqlite"]
     target("Drain vs raw SQLite claim+complete (1 tx/task)", "≥ 40 %",
            None if r is None else 100 * r, None if r is None else r >= 0.40, " %",
-           f"{_fmt(drain)}/s vs {_fmt(raw)}/s" if drain and raw else "")
+           _raw_drain_note(ratios, drain, raw))
     p50 = _get(sc, "latency_idle", "start_ms", "p50")
     p99 = _get(sc, "latency_idle", "start_ms", "p99")
     target("Create → RUNNING seen by the client, idle, p50", "≤ 1 ms", p50,
@@ -236,6 +254,10 @@ def markdown(res: dict[str, Any]) -> str:
         w("- the sidecar's default allocator (malloc) / `PYTHONMALLOC=pymalloc`: drain "
           f"**{_fmt(ra['malloc_over_pymalloc_drain_per_s'], 2)}×**, enqueue "
           f"**{_fmt(ra.get('malloc_over_pymalloc_enqueue_per_s'), 2)}×**")
+    if ra.get("one_core_over_default_drain_per_s"):
+        w("- the sidecar with all its threads on one CPU / as the OS schedules it: drain "
+          f"**{_fmt(ra['one_core_over_default_drain_per_s'], 2)}×** "
+          f"({_fmt(100 * ra['one_core_over_raw_sqlite'], 1)} % of raw SQLite)")
     w("")
 
     w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")
@@ -246,7 +268,7 @@ def markdown(res: dict[str, Any]) -> str:
       "second while the workers wait for work, after the probes.\n")
     w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | idle CPU · wake-ups | storage | notes |")
     w("|---|---|---|---|---|---|---|---|---|")
-    for name in ("task-sidecar", PYMALLOC_VARIANT, *PEERS, "raw sqlite3"):
+    for name in ("task-sidecar", *VARIANTS, *PEERS, "raw sqlite3"):
         e = cmp_.get(name)
         if e is None:
             if name == "DBOS" and cmp_:
@@ -263,6 +285,11 @@ def markdown(res: dict[str, Any]) -> str:
             version = meta["versions"].get("task-sidecar") or version
             n_note = ("the same sidecar keeping Python's allocator (the default allocates with malloc "
                       "on glibc, for its memory after a burst: see the RSS lines below). ")
+        elif name == ONE_CORE_VARIANT:
+            version = meta["versions"].get("task-sidecar") or version
+            n_note = ("the same sidecar with every thread confined to one CPU (sched_setaffinity "
+                      "before exec; the client is not): a measurement of what handing tasks between "
+                      "threads on different CPUs costs, not a setting it uses. ")
         w(f"| {name} | {version} | {_spread(e, 'enqueue_per_s')} | {_spread(e, 'drain_per_s')} | "
           f"{_spread(e, 'start_p50_ms', 2)} | {_spread(e, 'start_p99_ms', 2)} | {_idle_text(e)} | "
           f"{e.get('storage', '')} | "

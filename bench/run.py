@@ -86,6 +86,17 @@ def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, 
 
 
 PYMALLOC_VARIANT = report.PYMALLOC_VARIANT
+ONE_CORE_VARIANT = report.ONE_CORE_VARIANT
+
+
+def one_core() -> int | None:
+    """The CPU for the one-core variant (the last this process may use), None on a one-CPU machine
+    or where affinity cannot be set."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return cpus[-1] if len(cpus) > 1 else None
 
 
 def sb(*args: Any) -> list[str]:
@@ -108,6 +119,11 @@ def peer_cmds(plan: Plan) -> dict[str, tuple[list[str], float]]:
                       "--dir", str(WORK / "plainjob")], 300),
         "raw sqlite3": ([PY, "-m", "bench.ceilings.raw_sqlite", "--n", str(n)], 300),
     }
+    cpu = one_core()
+    if cpu is not None:
+        # the same sidecar with all its threads on one CPU: what handing work between threads on
+        # different CPUs costs it (the GIL runs one of them at a time either way)
+        cmds[ONE_CORE_VARIANT] = (["env", f"BENCH_SIDECAR_CPU={cpu}", *sb(*drain)], 300)
     if plan.dbos:
         cmds["DBOS"] = ([PY, "-m", "bench.peers.dbos_peer", "--n", str(plan.dbos_n), "--workers", "4",
                          "--samples", str(s), "--idle-s", str(plan.idle_s)], 600)
