@@ -78,6 +78,41 @@ def _raw_drain_note(ratios: dict[str, Any], drain: Any, raw: Any) -> str:
     return note
 
 
+def _bridge_section(w: Any, res: dict[str, Any]) -> None:
+    """What an Electron main process sees: the same measurements through electron-bridge's client."""
+    sc, plan = res.get("sidecar", {}), res["meta"]["plan"]
+    mine = res.get("compare", {}).get("task-sidecar") or {}
+    b = sc.get("bridge")
+    w("### Through electron-bridge (the Electron main process's client, in Node)\n")
+    if not b or "error" in b:
+        w(f"{'failed: ' + str(b.get('error')) if b else 'not run'}\n")
+        return
+    w("`SidecarClient` from `electron-bridge/dist` (json-rpc-2.0 correlation, its line framing and "
+      "backpressure, the default call timeout) driving the same sidecar; Electron's IPC to "
+      "renderers is not in it. Beside it, the Python bench client's numbers from this run.\n")
+    w("| measurement | through electron-bridge | the Python bench client |\n|---|---|---|")
+
+    def trio(d: Any) -> str:
+        return f"{_fmt(d['p50'], 2)} / {_fmt(d['p95'], 2)} / {_fmt(d['p99'], 2)}" if d and "p50" in d else "–"
+
+    lat = sc.get("latency_idle") or {}
+    cmp_py = {"ping_ms": lat.get("ping_ms"), "ping_after_gap_ms": lat.get("ping_random_ms")}
+    w(f"| spawn → `sidecar.ready`, ms | {_fmt(b.get('ready_ms'), 1)} (median of {len(b.get('ready_samples_ms') or [])}, new DB files) | "
+      f"{_fmt(_get(sc, 'startup_new', 'ms', 'p50'), 1)} (median, new DB file) |")
+    w(f"| `system.ping` back to back, p50 / p95 / p99 ms | {trio(b.get('ping_ms'))} | {trio(cmp_py['ping_ms'])} |")
+    w(f"| `system.ping` after an idle gap, p50 / p95 / p99 ms | {trio(b.get('ping_after_gap_ms'))} | "
+      f"{trio(cmp_py['ping_after_gap_ms'])} |")
+    w(f"| create → `RUNNING` event, idle, p50 / p95 / p99 ms | {trio(_get(b, 'latency', 'start_ms'))} | "
+      f"{trio(lat.get('start_ms'))} |")
+    w(f"| create → `COMPLETED` event, idle, p50 / p95 / p99 ms | {trio(_get(b, 'latency', 'complete_ms'))} | "
+      f"{trio(lat.get('complete_ms'))} |")
+    w(f"| {plan['n']:,} `tasks.create` calls, all in flight: creates/s | {_fmt(b.get('enqueue_per_s'))} | "
+      f"{_spread(mine, 'enqueue_per_s')} (median of the rounds) |")
+    w(f"| drain of those {plan['n']:,} by 4 workers, as its events report it: tasks/s | {_fmt(b.get('drain_per_s'))} | "
+      f"{_spread(mine, 'drain_per_s')} (median of the rounds) |")
+    w("")
+
+
 def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     cmp_ = res.get("compare", {})
     sc = res.get("sidecar", {})
@@ -332,6 +367,7 @@ def markdown(res: dict[str, Any]) -> str:
     lat_row(f"{plan['queued']:,} QUEUED, due tomorrow", q)
     lat_row(f"{plan['queued']:,} due no-op tasks draining; probe at priority 10", q.get("busy"))
     w("")
+    _bridge_section(w, res)
     f = sc.get("fanout") or {}
     w("### Progress fan-out\n")
     if not f or "error" in f:
