@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             sidecar_part(f"startup_frozen_{form}", f"start-up, frozen {form}",
                          [PY, "-m", "bench.frozen_startup", "--form", form, "--runs", str(plan.startup_runs)], 300)
         sidecar_part("rss", f"RSS idle and after {plan.rss_n} tasks", sb("rss", "--n", plan.rss_n), 900)
+        sidecar_part("rss_pymalloc", f"RSS idle and after {plan.rss_n} tasks, PYTHONMALLOC=pymalloc",
+                     ["env", "PYTHONMALLOC=pymalloc", *sb("rss", "--n", plan.rss_n)], 900)
         # through electron-bridge's client, as an Electron main process sees it (exit 2: not built)
         r = measure("through electron-bridge (Node)",
                     ["node", str(NODE_DIR / "bridge_client.mjs"), "--python", sidecar_python, "--root", str(ROOT),
@@ -240,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         res["sidecar"]["bridge"] = r
         if "error" in r and r.get("rc") != 2:
             sidecar_failures.append(f"through electron-bridge: {r['error']}")
-        sidecar_part("rss_pymalloc", f"RSS idle and after {plan.rss_n} tasks, PYTHONMALLOC=pymalloc",
-                     ["env", "PYTHONMALLOC=pymalloc", *sb("rss", "--n", plan.rss_n)], 900)
 
     if "scale" in parts:
         big = WORK / f"big-{plan.big_rows}.db"
