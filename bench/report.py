@@ -96,12 +96,11 @@ def _bridge_section(w: Any, res: dict[str, Any]) -> None:
         return f"{_fmt(d['p50'], 2)} / {_fmt(d['p95'], 2)} / {_fmt(d['p99'], 2)}" if d and "p50" in d else "–"
 
     lat = sc.get("latency_idle") or {}
-    cmp_py = {"ping_ms": lat.get("ping_ms"), "ping_after_gap_ms": lat.get("ping_random_ms")}
     w(f"| spawn → `sidecar.ready`, ms | {_fmt(b.get('ready_ms'), 1)} (median of {len(b.get('ready_samples_ms') or [])}, new DB files) | "
       f"{_fmt(_get(sc, 'startup_new', 'ms', 'p50'), 1)} (median, new DB file) |")
-    w(f"| `system.ping` back to back, p50 / p95 / p99 ms | {trio(b.get('ping_ms'))} | {trio(cmp_py['ping_ms'])} |")
+    w(f"| `system.ping` back to back, p50 / p95 / p99 ms | {trio(b.get('ping_ms'))} | {trio(lat.get('ping_ms'))} |")
     w(f"| `system.ping` after an idle gap, p50 / p95 / p99 ms | {trio(b.get('ping_after_gap_ms'))} | "
-      f"{trio(cmp_py['ping_after_gap_ms'])} |")
+      f"{trio(lat.get('ping_random_ms'))} |")
     w(f"| create → `RUNNING` event, idle, p50 / p95 / p99 ms | {trio(_get(b, 'latency', 'start_ms'))} | "
       f"{trio(lat.get('start_ms'))} |")
     w(f"| create → `COMPLETED` event, idle, p50 / p95 / p99 ms | {trio(_get(b, 'latency', 'complete_ms'))} | "
@@ -293,9 +292,10 @@ def markdown(res: dict[str, Any]) -> str:
           f"**{_fmt(ra['malloc_over_pymalloc_drain_per_s'], 2)}×**, enqueue "
           f"**{_fmt(ra.get('malloc_over_pymalloc_enqueue_per_s'), 2)}×**")
     if ra.get("one_core_over_default_drain_per_s"):
+        of_raw = ra.get("one_core_over_raw_sqlite")
         w("- the sidecar with all its threads on one CPU / as the OS schedules it: drain "
-          f"**{_fmt(ra['one_core_over_default_drain_per_s'], 2)}×** "
-          f"({_fmt(100 * ra['one_core_over_raw_sqlite'], 1)} % of raw SQLite)")
+          f"**{_fmt(ra['one_core_over_default_drain_per_s'], 2)}×**"
+          + (f" ({_fmt(100 * of_raw, 1)} % of raw SQLite)" if of_raw else ""))
     w("")
 
     w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")

@@ -235,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
         sidecar_part("rss", f"RSS idle and after {plan.rss_n} tasks", sb("rss", "--n", plan.rss_n), 900)
         sidecar_part("rss_pymalloc", f"RSS idle and after {plan.rss_n} tasks, PYTHONMALLOC=pymalloc",
                      ["env", "PYTHONMALLOC=pymalloc", *sb("rss", "--n", plan.rss_n)], 900)
-        # through electron-bridge's client, as an Electron main process sees it (exit 2: not built)
+        # through electron-bridge's client, as an Electron main process sees it (exit 3: not built)
         r = measure("through electron-bridge (Node)",
                     ["node", str(NODE_DIR / "bridge_client.mjs"), "--python", sidecar_python, "--root", str(ROOT),
                      "--samples", str(plan.latency_samples), "--n", str(plan.n), "--workers", "4"], 300, log)
         res["sidecar"]["bridge"] = r
-        if "error" in r and r.get("rc") != 2:
+        if "error" in r and r.get("rc") != 3:
             sidecar_failures.append(f"through electron-bridge: {r['error']}")
 
     if "scale" in parts:

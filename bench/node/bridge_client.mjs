@@ -9,35 +9,23 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, v, i, arr) => (v.startsWith("--") ? [...acc, [v.slice(2), arr[i + 1]]] : acc), [])
-);
+import { fail, idleGap, now, parseArgs, pct, summary } from "./measure.mjs";
+
+const args = parseArgs();
 const ROOT = path.resolve(args.root ?? ".");
 const PYTHON = args.python ?? "python3";
 const SAMPLES = Number(args.samples ?? 200);
 const N = Number(args.n ?? 5000);
 const WORKERS = String(args.workers ?? 4);
-const GAP_MS = 50; // as bench/sidecar_bench.py's _idle_gap: a random 0.1–2× of it
 
+const NOT_BUILT = 3; // the exit status bench/run.py shows as "not built" rather than as a failure
 const require = createRequire(import.meta.url);
 let SidecarClient;
 try {
   ({ SidecarClient } = require(path.join(ROOT, "electron-bridge", "dist", "src", "main.js")));
 } catch (err) {
-  console.error(`BENCH FAILURE: electron-bridge is not built (${err.message})`);
-  process.exit(2);
+  fail(`electron-bridge is not built (${err.message})`, NOT_BUILT);
 }
-
-const now = () => Number(process.hrtime.bigint()) / 1e6; // ms, monotonic
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const idleGap = () => sleep((0.1 + Math.random() * 1.9) * GAP_MS);
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const k = ((s.length - 1) * p) / 100, lo = Math.floor(k), hi = Math.min(lo + 1, s.length - 1);
-  return s[lo] + (s[hi] - s[lo]) * (k - lo);
-};
-const summary = (xs) => (xs.length ? { n: xs.length, p50: pct(xs, 50), p95: pct(xs, 95), p99: pct(xs, 99), max: Math.max(...xs) } : { n: 0 });
-const fail = (why) => { console.error(`BENCH FAILURE: ${why}`); process.exit(1); };
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-bridge-"));
 process.on("exit", () => fs.rmSync(dir, { recursive: true, force: true }));

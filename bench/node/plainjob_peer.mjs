@@ -5,11 +5,10 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { better, defineQueue, defineWorker } from "plainjob";
+import { fail, idleGap, now, parseArgs, sleep, summary } from "./measure.mjs";
 
 const require = createRequire(import.meta.url);
-const args = Object.fromEntries(
-  process.argv.slice(2).reduce((acc, v, i, arr) => (v.startsWith("--") ? [...acc, [v.slice(2), arr[i + 1]]] : acc), [])
-);
+const args = parseArgs();
 const N = Number(args.n ?? 5000);
 const WORKERS = Number(args.workers ?? 4);
 const SAMPLES = Number(args.samples ?? 20);
@@ -18,15 +17,7 @@ const dir = args.dir;
 rmSync(dir, { recursive: true, force: true });
 mkdirSync(dir, { recursive: true });
 
-const now = () => Number(process.hrtime.bigint()) / 1e6; // ms, CLOCK_MONOTONIC
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const k = ((s.length - 1) * p) / 100, lo = Math.floor(k), hi = Math.min(lo + 1, s.length - 1);
-  return s[lo] + (s[hi] - s[lo]) * (k - lo);
-};
-const summary = (xs) => ({ n: xs.length, p50: pct(xs, 50), p95: pct(xs, 95), p99: pct(xs, 99), max: Math.max(...xs), min: Math.min(...xs) });
 const silent = { error: (m) => process.stderr.write(`${m}\n`), warn: () => {}, info: () => {}, debug: () => {} };
-const fail = (msg) => { process.stderr.write(`BENCH FAILURE: ${msg}\n`); process.exit(2); };
 
 const db = new Database(join(dir, "plainjob.db"));
 const queue = defineQueue({ connection: better(db), logger: silent });
@@ -58,7 +49,7 @@ function runAndWakeups() {
 async function idleFootprint(ms) {
   try {
     const [r0, s0] = runAndWakeups();
-    await new Promise((r) => setTimeout(r, ms));
+    await sleep(ms);
     const [r1, s1] = runAndWakeups();
     return { cpu_pct: (r1 - r0) / 1e9 / (ms / 1000) * 100, wakeups_per_s: (s1 - s0) / (ms / 1000) };
   } catch { return null; } // not Linux
@@ -73,10 +64,10 @@ const timer = setTimeout(() => fail(`plainjob drained only ${done} of ${N}`), TI
 await allDonePromise;
 clearTimeout(timer);
 const drainMs = lastDone - tStart;
-await new Promise((r) => setTimeout(r, 200));
+await sleep(200);
 const lat = [];
 for (let k = 1; k <= SAMPLES; k++) {
-  await new Promise((r) => setTimeout(r, 5 + Math.random() * 95));
+  await idleGap();
   const started = new Promise((r) => probes.set(-k, r));
   const ts = now();
   queue.add("noop", { k: -k });
