@@ -198,6 +198,17 @@ def _v9_partial_hot_indexes(db: pw.SqliteDatabase) -> None:
     )
 
 
+def _v10_one_status_index(db: pw.SqliteDatabase) -> None:
+    """One index keyed by status instead of two: (type, status, created_at) serves every reader.
+
+    Each status change of a task rewrote its entry in both, and a drain of no-op tasks spent a
+    quarter of its SQL keeping the second one. A status-filtered page, and recovery of RUNNING
+    tasks at start-up, now read that index once per task type present (few: an app registers a
+    handful), found by a skip-scan of its first column (:func:`store.present_types`).
+    """
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_status_created"')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -208,6 +219,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v7_type_listing,
     _v8_scan_indexes,
     _v9_partial_hot_indexes,
+    _v10_one_status_index,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -39,6 +39,13 @@ def insert(conn: sqlite3.Connection, n: int, type: str = "demo.noop") -> list[st
     return ids
 
 
+def insert_one(conn: sqlite3.Connection, task_id: str, type: str, now: int) -> None:
+    store.insert(
+        conn, task_id=task_id, type=type, status=Status.QUEUED, parent_id=None, details_json="{}",
+        priority=0, max_attempts=3, run_at=0, idempotency_key=None, now=now,
+    )
+
+
 def test_two_workers_never_claim_the_same_task(db_file: Path) -> None:
     conn = connect(db_file)
     insert(conn, 400)
@@ -235,10 +242,36 @@ def test_list_by_several_statuses_merges_newest_first_and_pages(db_file: Path) -
         if after is None:
             break
     assert seen == expected
-    plan = " ".join(str(r) for r in conn.execute(
-        'EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE status = ? ORDER BY created_at DESC, rowid DESC LIMIT 5',
-        ("QUEUED",)))
-    assert "tasks_status_created" in plan and "TEMP B-TREE" not in plan
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    store.list_tasks(conn, statuses=["QUEUED"], types=None, parent_id=None, limit=5, after=(1500, 20))
+    conn.set_trace_callback(None)
+    plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + statements[-1])]
+    # each type's range of the (type, status, created_at) index, read in order; no scan of the table
+    assert "SEARCH tasks USING INDEX tasks_type_status_created (type=? AND status=? AND created_at<?)" in plan
+    assert not any(step.startswith("SCAN tasks") for step in plan)
+
+
+def test_present_types_finds_every_type_by_seeking_the_index(db_file: Path) -> None:
+    conn = connect(db_file)
+    assert store.present_types(conn) == []
+    for n, type_ in enumerate(["video", "audio", "video", "zip", "audio"]):
+        insert_one(conn, f"id-{n}", type_, now=1000 + n)
+    assert store.present_types(conn) == ["audio", "video", "zip"]
+    plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + store._PRESENT_TYPES))
+    assert "SCAN tasks" not in plan and "tasks_type_status_created (type>?)" in plan
+
+
+def test_a_status_filter_lists_tasks_of_every_type_and_recovery_finds_them(db_file: Path) -> None:
+    conn = connect(db_file)
+    for n, type_ in enumerate(["b", "a", "c", "a", "b", "c"]):
+        insert_one(conn, f"id-{n}", type_, now=1000 + n)
+    conn.execute("UPDATE tasks SET status = 'RUNNING', attempt = 1 WHERE id IN ('id-0', 'id-3', 'id-5')")
+    rows, after = store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)
+    assert [r[0] for r in rows] == ["id-5", "id-3", "id-0"] and after is None
+    assert store.recover_interrupted(conn, 5000) == (3, 0)
+    assert store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)[0] == []
+    assert store.list_tasks(conn, statuses=["QUEUED"], types=None, parent_id=None, limit=50, after=None)[0]
 
 
 def test_new_task_ids_are_distinct_random_version_4_uuids() -> None:
