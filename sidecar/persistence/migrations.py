@@ -209,6 +209,20 @@ def _v10_one_status_index(db: pw.SqliteDatabase) -> None:
     db.execute_sql('DROP INDEX IF EXISTS "tasks_status_created"')
 
 
+def _v11_claim_by_type(db: pw.SqliteDatabase) -> None:
+    """The claim reads each eligible type's best QUEUED tasks from an index keyed by type first.
+
+    One index of every QUEUED task in (priority, run_at) order made a claim walk past the tasks of
+    the types it may not start: with 10,000 downloads queued behind their type's limit, every
+    completion of another type read all of them (create -> COMPLETED of a no-op 1.1 -> 3.1 ms).
+    """
+    db.execute_sql(
+        'CREATE INDEX "tasks_claim_type" ON "tasks" ("type", "priority" DESC, "run_at") '
+        'WHERE "status" = \'QUEUED\''
+    )
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_claim"')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -220,6 +234,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v8_scan_indexes,
     _v9_partial_hot_indexes,
     _v10_one_status_index,
+    _v11_claim_by_type,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -285,6 +285,16 @@ def set_checkpoint(conn: sqlite3.Connection, task_id: str, state_json: str | Non
 _claim_sql_cache: dict[int, str] = {}
 _I_PRIORITY = COLUMNS.index("priority")
 _I_RUN_AT = COLUMNS.index("run_at")
+_CLAIM_TYPES_MERGED = 64  # above this many types, one read of them all (sorted) instead of a merge
+_CLAIM_SET = (  # what it writes, started_row writes too (tests/unit/test_store.py holds them equal)
+    'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
+    '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
+)
+_CLAIM_ORDER = ' ORDER BY "priority" DESC, "run_at", "rowid" LIMIT ?'
+_CLAIM_CANDIDATES = (
+    'SELECT "rowid", "priority", "run_at" FROM "tasks" INDEXED BY "tasks_claim_type" '
+    'WHERE "status" = \'QUEUED\' AND "run_at" <= ? AND '
+)
 
 
 def claim_many(conn: sqlite3.Connection, types: Sequence[str], now: int, limit: int) -> list[Row]:
@@ -292,27 +302,38 @@ def claim_many(conn: sqlite3.Connection, types: Sequence[str], now: int, limit: 
 
     One UPDATE whose WHERE re-checks ``status='QUEUED'``: whoever changes a row wins; nobody else can
     start the same task. Best is the highest priority, then the earliest ``run_at`` (the creation
-    time unless the task was delayed or is retrying). The partial index holds only QUEUED rows in
-    that order, so the first due rows are found without walking the ones due later (as long as
-    those are not ahead of them, i.e. of a higher priority). Each row is followed by the task's
-    checkpoint.
+    time unless the task was delayed or is retrying). The candidates are a merge of each type's
+    best, read in order from the partial (type, priority, run_at) index that holds only QUEUED
+    rows: a type held back by its concurrency limit or paused is not walked through, however many
+    of its tasks wait (one index holding every type, walked in order with the types filtered,
+    read all 10,000 queued downloads of a type at its limit on each claim). Within a type, the
+    first due rows are found without walking the ones due later (as long as those are not ahead
+    of them, i.e. of a higher priority). Each row is followed by the task's checkpoint.
     """
     if not types or limit < 1:
         return []
     sql = _claim_sql_cache.get(len(types))
     if sql is None:
-        marks = ", ".join("?" * len(types))
-        sql = (  # what it writes, started_row writes too (tests/unit/test_store.py holds them equal)
-            'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
-            '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
-            'WHERE "rowid" IN (SELECT "rowid" FROM "tasks" INDEXED BY "tasks_claim" '
-            f'WHERE "status" = \'QUEUED\' AND "run_at" <= ? AND "type" IN ({marks}) '
-            'ORDER BY "priority" DESC, "run_at", "rowid" LIMIT ?) '
+        if len(types) <= _CLAIM_TYPES_MERGED:
+            one_type = f'SELECT * FROM ({_CLAIM_CANDIDATES}"type" = ?{_CLAIM_ORDER})'
+            candidates = f'SELECT "rowid" FROM ({" UNION ALL ".join([one_type] * len(types))}){_CLAIM_ORDER}'
+        else:
+            marks = ", ".join("?" * len(types))
+            candidates = f'SELECT "rowid" FROM ({_CLAIM_CANDIDATES}"type" IN ({marks})){_CLAIM_ORDER}'
+        sql = (
+            f'{_CLAIM_SET}WHERE "rowid" IN ({candidates}) '
             # unary +: re-check the status on each row found by rowid, never look rows up by status
             f'AND +"status" = \'QUEUED\' RETURNING {_COLS}, "checkpoint"'
         )
         _claim_sql_cache[len(types)] = sql
-    rows = conn.execute(sql, (now, now, now, *types, limit)).fetchall()
+    if len(types) <= _CLAIM_TYPES_MERGED:
+        params: list[Any] = [now, now]
+        for type_ in types:
+            params += (now, type_, limit)
+    else:
+        params = [now, now, now, *types]
+    params.append(limit)
+    rows = conn.execute(sql, params).fetchall()
     if len(rows) > 1:  # RETURNING follows no ORDER BY: start them in the queue's order
         rows.sort(key=lambda r: (-r[_I_PRIORITY], r[_I_RUN_AT]))
     return rows

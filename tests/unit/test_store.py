@@ -206,10 +206,34 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
     columns = {r[1] for r in conn.execute("PRAGMA table_info(tasks)")}
     assert columns == {f.column_name for f in models.Task._meta.sorted_fields}
     assert conn.execute("PRAGMA user_version").fetchone()[0] == migrations.SCHEMA_VERSION
-    store.claim(conn, ["a"], 1)  # builds the statement
-    claim_sql = store._claim_sql_cache[1]  # the statement for one type
-    plan = " ".join(str(r) for r in conn.execute("EXPLAIN QUERY PLAN " + claim_sql, ("1", "1", "1", "a", 4)))
-    assert "tasks_claim" in plan and "TEMP B-TREE" not in plan  # the claim never sorts the queue
+    store.claim(conn, ["a", "b"], 1)  # builds the statement
+    claim_sql = store._claim_sql_cache[2]  # the statement for two types
+    plan = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + claim_sql, (1, 1, 1, "a", 4, 1, "b", 4, 4))]
+    # each type's best are read in order from the index; only those few are sorted, never the queue
+    assert plan.count("SEARCH tasks USING INDEX tasks_claim_type (type=?)") == 2
+    assert not any(step.startswith("SCAN tasks") for step in plan)
+
+
+def test_a_claim_does_not_walk_the_queued_tasks_of_types_it_may_not_start(db_file: Path) -> None:
+    conn = connect(db_file)
+    for n in range(3000):  # downloads queued behind their type's limit
+        insert_one(conn, f"held-{n:05d}", "download", now=1000 + n)
+    insert_one(conn, "free-1", "convert", now=5000)
+    conn.execute("UPDATE tasks SET run_at = created_at")
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)  # a callback every 100 SQLite VM instructions
+    assert store.claim(conn, ["convert"], 10_000)[0] == "free-1"
+    assert store.claim(conn, ["convert"], 10_000) is None
+    assert steps[0] < 20  # walking 3,000 index entries would take thousands
+    steps[0] = 0
+    best = store.claim_many(conn, ["convert", "download"], 10_000, 3)
+    assert [r[0] for r in best] == ["held-00000", "held-00001", "held-00002"]  # merged in queue order
+    assert steps[0] < 40
 
 
 def test_counts_apply_deltas_and_deletes_count_themselves(db_file: Path) -> None:
