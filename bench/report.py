@@ -221,7 +221,8 @@ def evaluate(res: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]
         out = sc.get(key) or {}
         if "start_ms" in out:
             looked += 1
-            dropped += out.get("running_not_announced", 0) + (_get(out, "busy", "running_not_announced") or 0)
+            dropped += out.get("running_not_announced", 0) + sum(
+                _get(out, part, "running_not_announced") or 0 for part in ("busy", "held"))
     if "queued_not_announced_max" in (sc.get("createmany") or {}):
         looked += 1
         dropped += sc["createmany"]["queued_not_announced_max"]
@@ -369,6 +370,7 @@ def markdown(res: dict[str, Any]) -> str:
     q = sc.get("latency_queued") or {}
     lat_row(f"{plan['queued']:,} QUEUED, due tomorrow", q)
     lat_row(f"{plan['queued']:,} due no-op tasks draining; probe at priority 10", q.get("busy"))
+    lat_row(f"{plan['queued']:,} QUEUED behind their type's concurrency limit (2 running)", q.get("held"))
     w("")
     _bridge_section(w, res)
     f = sc.get("fanout") or {}

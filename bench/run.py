@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         sidecar_part("latency_idle", "latency idle", sb("latency", "--samples", plan.latency_samples), 300)
         sidecar_part("latency_queued", f"latency with {plan.queued} queued",
                      sb("latency", "--samples", plan.latency_samples // 2, "--queued", plan.queued,
-                        "--busy", plan.queued), 600)
+                        "--busy", plan.queued, "--held", plan.queued), 600)
         sidecar_part("fanout", "progress fan-out", sb("fanout", "--rate", 1000, "--seconds", plan.fanout_seconds), 120)
         sidecar_part("createmany", "createMany 5000 children",
                      sb("createmany", "--children", 5000, "--rounds", plan.createmany_rounds), 600)

@@ -2,7 +2,7 @@
 
     python -m bench.sidecar_bench drain --n 5000 --samples 50
     python -m bench.sidecar_bench throughput --n 5000 --mode single|many --chunk 500
-    python -m bench.sidecar_bench latency --samples 300 --queued 10000
+    python -m bench.sidecar_bench latency --samples 300 --queued 10000 [--busy N] [--held N]
     python -m bench.sidecar_bench fanout --rate 1000 --seconds 3
     python -m bench.sidecar_bench createmany --children 5000 --rounds 5
     python -m bench.sidecar_bench startup --runs 7 [--db FILE]
@@ -206,10 +206,24 @@ def cmd_latency(a: argparse.Namespace) -> None:
         backlog, _ = _collect(sc, rids, 120)
         busy = idle_latency(sc, min(a.samples, 100), gap_s=0.002, priority=10)
         _wait_all(sc, backlog, "COMPLETED", 300, "busy backlog")
+    held = None
+    if a.held:
+        # a playlist's downloads queued behind their type's limit while other work comes and goes:
+        # each completion's claim must find the next task without walking the held ones
+        sc.call("queue.setConcurrency", {"type": "bench.hold", "limit": 2})
+        item = {"type": "bench.hold", "details": {"seconds": 600}}
+        rids = [sc.send("tasks.createMany", {"tasks": [item] * min(5000, a.held - s)})[0]
+                for s in range(0, a.held, 5000)]
+        _collect(sc, rids, 120)
+        stats = sc.call("tasks.stats")
+        if stats["byType"]["bench.hold"].get("QUEUED") != a.held - 2:
+            fail(f"expected {a.held - 2} held back, stats say {stats['byType']['bench.hold']}")
+        time.sleep(0.5)
+        held = idle_latency(sc, min(a.samples, 100))
     _finish(sc)
     emit({"queued": a.queued, "samples": a.samples, **lat, "ping_ms": summary(ping),
           "ping_random_ms": summary(ping_random),
-          "busy": busy, "busy_backlog": a.busy})
+          "busy": busy, "busy_backlog": a.busy, "held": held, "held_back": a.held})
 
 
 # ---------------------------------------------------------------- progress fan-out
@@ -530,6 +544,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--mode", choices=("single", "many"), default="single"); s.add_argument("--chunk", type=int, default=500)
     s = sub.add_parser("latency"); s.add_argument("--samples", type=int, default=300)
     s.add_argument("--queued", type=int, default=0); s.add_argument("--busy", type=int, default=0)
+    s.add_argument("--held", type=int, default=0)
     s = sub.add_parser("fanout"); s.add_argument("--rate", type=float, default=1000); s.add_argument("--seconds", type=float, default=3)
     s = sub.add_parser("createmany"); s.add_argument("--children", type=int, default=5000); s.add_argument("--rounds", type=int, default=5)
     s = sub.add_parser("startup"); s.add_argument("--runs", type=int, default=7); s.add_argument("--db")
