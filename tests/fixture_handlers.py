@@ -50,6 +50,15 @@ def flaky(ctx: TaskContext) -> dict:
     return {"attempt": ctx.attempt}
 
 
+@handler("test.report_then_return")
+def report_then_return(ctx: TaskContext) -> dict:
+    """Report progress with a message, wait ``wait`` seconds (0: return at once), then return."""
+    ctx.progress(40, "fetched")
+    if ctx.details.get("wait"):
+        time.sleep(float(ctx.details["wait"]))
+    return {"done": True}
+
+
 @handler("test.bad_result")
 def bad_result(ctx: TaskContext) -> object:
     return {"not json": object()}

@@ -206,6 +206,23 @@ def test_a_task_started_as_it_is_inserted_is_written_as_a_claim_would(start_side
     assert {s: n for s, n in sidecar.call("tasks.stats")["byStatus"].items() if n} == {"COMPLETED": 2}
 
 
+@pytest.mark.parametrize("wait", [0, 0.05, 0.3])
+def test_the_announced_completion_is_the_stored_task(start_sidecar, wait: float) -> None:
+    # Progress written in a transaction of its own (wait > 0) or in the one that completes the task
+    # (wait 0): either way the COMPLETED task announced is exactly what is stored, versions one
+    # apart, the handler's message kept.
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    tasks = [sidecar.call("tasks.create", {"type": "test.report_then_return", "details": {"wait": wait}})
+             for _ in range(8)]
+    for task in tasks:
+        done = sidecar.wait_status(task["id"], "COMPLETED")
+        updates = sidecar.updates(task["id"])
+        assert done == updates[-1] == sidecar.call("tasks.get", {"id": task["id"]})
+        assert [u["version"] for u in updates] == list(range(1, len(updates) + 1))
+        assert done["message"] == "fetched" and done["progress"] == 100 and done["result"] == {"done": True}
+        assert done["completedAt"] == done["updatedAt"] and done["error"] is None
+
+
 def test_a_paused_type_or_a_full_queue_keeps_a_new_task_queued(start_sidecar) -> None:
     sidecar = start_sidecar("--concurrency", "1")
     sidecar.call("queue.pause", {"type": "demo.noop"})
