@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import heapq
 import hmac
 import os
 import sqlite3
@@ -540,13 +541,19 @@ def list_tasks(
     order = ' ORDER BY "created_at" DESC, "rowid" DESC LIMIT ?'
     select = f'SELECT {_COLS}, "rowid" AS "rid" FROM "tasks"'
     if splits:
-        parts = []
-        all_params: list[Any] = []
+        # Each part's newest keys, from the index alone (no row is read unless parent_id filters),
+        # merged here; then the page's rows by rowid. One UNION ALL of the parts, ordered by SQLite,
+        # cost ~50 µs a part even when empty (a sorter each): 1.4 ms for a status filter over five
+        # types on a million tasks, against ~13 µs a part read on its own.
+        keys: list[tuple[int, int]] = []
         for clause, values in splits:
-            parts.append(f"SELECT * FROM ({select} WHERE {' AND '.join([clause, *where])}{order})")
-            all_params.extend([*values, *params, limit + 1])
-        sql = " UNION ALL ".join(parts) + ' ORDER BY "created_at" DESC, "rid" DESC LIMIT ?'
-        rows = conn.execute(sql, [*all_params, limit + 1]).fetchall()
+            part = f'SELECT "created_at", "rowid" FROM "tasks" WHERE {" AND ".join([clause, *where])}{order}'
+            keys += conn.execute(part, [*values, *params, limit + 1]).fetchall()
+        keys = heapq.nlargest(limit + 1, keys)
+        by_rowid = {r[-1]: r for r in conn.execute(
+            f'{select} WHERE "rowid" IN (SELECT "value" FROM json_each(?))', (dumps([k[1] for k in keys]),)
+        )}
+        rows = [by_rowid[rowid] for _, rowid in keys if rowid in by_rowid]
     else:
         sql = select + (" WHERE " + " AND ".join(where) if where else "") + order
         rows = conn.execute(sql, [*params, limit + 1]).fetchall()
