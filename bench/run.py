@@ -297,10 +297,13 @@ def _git(*args: str) -> str:
 
 
 def _schema_signature() -> str:
-    """Rebuild the big DB when the sidecar's migrations change."""
+    """Rebuild the big DB when the sidecar's migrations or the way the bench builds it change."""
     import hashlib
+    import inspect
 
-    src = (ROOT / "sidecar" / "persistence" / "migrations.py").read_bytes()
+    from bench.sidecar_bench import cmd_bigdb
+
+    src = (ROOT / "sidecar" / "persistence" / "migrations.py").read_bytes() + inspect.getsource(cmd_bigdb).encode()
     return hashlib.sha256(src).hexdigest()
 
 

@@ -428,6 +428,10 @@ def cmd_bigdb(a: argparse.Namespace) -> None:
     sql = f'INSERT INTO "tasks" ({", ".join(order)}) VALUES ({", ".join("?" * len(order))})'
     conn.execute("BEGIN")
     conn.executemany(sql, rows())
+    # the status counts the sidecar keeps beside every write (tasks.stats reads them)
+    conn.execute('DELETE FROM "task_counts"')
+    conn.execute('INSERT INTO "task_counts" ("type", "status", "n") '
+                 'SELECT "type", "status", COUNT(*) FROM "tasks" GROUP BY "type", "status"')
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.execute("ANALYZE") if a.analyze else None
@@ -484,6 +488,8 @@ def cmd_scale(a: argparse.Namespace) -> None:
     res["deep_cursor_depth"] = depth
     res["list_deep_cursor_ms"] = summary(_timed(sc, a.samples, "tasks.list", {"limit": 50, "cursor": cursor}))
     res["stats_ms"] = summary(_timed(sc, max(5, a.samples // 4), "tasks.stats"))
+    if sc.call("tasks.stats")["total"] < rows:  # the file must be one the sidecar could have written
+        fail("scale: tasks.stats counts fewer tasks than the file holds (the counts were not built)")
     # prune with nothing due (the periodic call), then prune a day of history per call
     res["prune_noop_ms"] = summary(_timed(sc, 10, "tasks.prune", {"olderThanMs": 400 * 86_400_000}))
     day = 86_400_000
