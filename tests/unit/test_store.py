@@ -273,13 +273,31 @@ def test_list_by_several_statuses_merges_newest_first_and_pages(db_file: Path) -
     store.list_tasks(conn, statuses=["QUEUED"], types=None, parent_id=None, limit=5, after=(1500, 20))
     conn.set_trace_callback(None)
     plans = [[r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql)] for sql in statements if "json_each" not in sql]
-    page = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + statements[-1])]
+    page = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + next(sql for sql in statements if "json_each" in sql))]
     # each type's range of the (type, status, created_at) index, read in order from the index alone;
     # then the page's rows by rowid; no scan of the table
     reads = [p for p in plans if "tasks_type_status_created (type=? AND status=? AND created_at<?)" in " ".join(p)]
     assert len(reads) == 3 and all("COVERING INDEX" in " ".join(p) for p in reads)  # demo.noop, x, y
     assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in page
     assert not any(step.startswith("SCAN tasks") for p in [*plans, page] for step in p)
+
+
+def test_a_filtered_page_is_read_from_one_snapshot(db_file: Path) -> None:
+    conn, writer = connect(db_file), connect(db_file)
+    ids = insert(conn, 3)
+    moved = []
+
+    def commit_a_start_midway() -> int:  # another connection commits while the page is being read
+        if not moved:
+            moved.append(store.claim(writer, ["demo.noop"], 10_000)[0])
+        return 0
+
+    conn.set_progress_handler(commit_a_start_midway, 1)
+    rows, _ = store.list_tasks(conn, statuses=["QUEUED", "RUNNING"], types=["demo.noop"], parent_id=None,
+                               limit=50, after=None)
+    conn.set_progress_handler(None, 1)
+    # the commit lands during the page's first statement: each task once, in the state of one moment
+    assert moved and sorted(r[0] for r in rows) == sorted(ids)
 
 
 def test_present_types_finds_every_type_by_seeking_the_index(db_file: Path) -> None:
