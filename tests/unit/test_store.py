@@ -28,22 +28,18 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def insert(conn: sqlite3.Connection, n: int, type: str = "demo.noop") -> list[str]:
-    ids = []
-    for i in range(n):
-        row = store.insert(
-            conn, task_id=f"t{i:05d}", type=type, status=Status.QUEUED, parent_id=None, details_json="{}",
-            priority=0, max_attempts=3, run_at=0, idempotency_key=None, now=1000 + i,
-        )
-        ids.append(row[0])
-    return ids
-
-
 def insert_one(conn: sqlite3.Connection, task_id: str, type: str, now: int) -> None:
     store.insert(
         conn, task_id=task_id, type=type, status=Status.QUEUED, parent_id=None, details_json="{}",
         priority=0, max_attempts=3, run_at=0, idempotency_key=None, now=now,
     )
+
+
+def insert(conn: sqlite3.Connection, n: int, type: str = "demo.noop") -> list[str]:
+    ids = [f"t{i:05d}" for i in range(n)]
+    for i, task_id in enumerate(ids):
+        insert_one(conn, task_id, type, now=1000 + i)
+    return ids
 
 
 def test_two_workers_never_claim_the_same_task(db_file: Path) -> None:
