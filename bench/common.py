@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import sqlite3
 import subprocess
 import sys
@@ -105,6 +106,17 @@ def idle_footprint(pid: int, seconds: float = 2.0) -> dict[str, float] | None:
         return None
     return {"cpu_pct": (after[0] - before[0]) / 1e9 / seconds * 100,
             "wakeups_per_s": (after[1] - before[1]) / seconds}
+
+
+# Probes of the start latency, in every system's run: ``idle`` ones at random moments 5-100 ms
+# apart, as an app's clicks meet a queue; ``awake`` ones 0.5-1.5 ms apart, which keeps this host's
+# CPUs from halting between them. The pair separates what a system does from what waking a halted
+# virtual CPU costs (a poll loop never lets its CPU halt: it pays that cost in idle CPU instead).
+PROBE_GAPS_S = {"idle": (0.005, 0.1), "awake": (0.0005, 0.0015)}
+
+
+def probe_gap(kind: str) -> None:
+    time.sleep(random.uniform(*PROBE_GAPS_S[kind]))
 
 
 def emit(result: dict[str, Any]) -> None:

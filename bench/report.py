@@ -61,6 +61,11 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
     if ping is not None:
         parts.append(f"`system.ping` after an idle gap: {ping:.2f} ms")
     cmp_ = res.get("compare", {})
+    awake_mine = _get(cmp_, "task-sidecar", "start_awake_p50_ms", "median")
+    awake_theirs = _get(cmp_, fastest, "start_awake_p50_ms", "median")
+    if awake_mine is not None and awake_theirs is not None:
+        parts.append(f"with probes 0.5–1.5 ms apart (the CPUs never halt): the sidecar "
+                     f"{awake_mine:.2f} ms, {fastest} {awake_theirs:.2f} ms")
     theirs, mine = _idle_text(cmp_.get(fastest)), _idle_text(cmp_.get("task-sidecar"))
     if theirs != "–":
         parts.append(f"idle CPU · wake-ups: {fastest} {theirs}, the sidecar {mine}")
@@ -302,21 +307,24 @@ def markdown(res: dict[str, Any]) -> str:
     w(f"## Same work, side by side (N = {plan['n']:,} no-op jobs, 4 workers, {plan['rounds']} rounds)\n")
     w("Median over rounds (min–max). *enqueue/s*: one call per job. *drain/s*: queued jobs run to "
       "done by 4 workers. *start*: enqueue → the job starts, on an idle queue, probes at random "
-      "moments (the sidecar: `tasks.create` written → the read that brings the `RUNNING` "
-      "notification returns in the client). *idle*: CPU (% of one core) and thread wake-ups per "
-      "second while the workers wait for work, after the probes.\n")
-    w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | idle CPU · wake-ups | storage | notes |")
-    w("|---|---|---|---|---|---|---|---|---|")
+      "moments 5–100 ms apart (the sidecar: `tasks.create` written → the read that brings the "
+      "`RUNNING` notification returns in the client). *start, CPUs awake*: the same probes "
+      "0.5–1.5 ms apart, too close for this host's virtual CPUs to halt between them, so waking "
+      "a halted CPU is not part of the number. *idle*: CPU (% of one core) and thread wake-ups "
+      "per second while the workers wait for work, after the probes.\n")
+    w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | start, CPUs awake, p50 ms "
+      "| idle CPU · wake-ups | storage | notes |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
     for name in ("task-sidecar", *VARIANTS, *PEERS, "raw sqlite3"):
         e = cmp_.get(name)
         if e is None:
             if name == "DBOS" and cmp_:
-                w("| DBOS | – | – | – | – | – | – | – | not run (skipped in --quick: heaviest install, "
+                w("| DBOS | – | – | – | – | – | – | – | – | not run (skipped in --quick: heaviest install, "
                   "slowest peer; `--with-dbos` adds it) |")
             continue
         if "error" in e:
             ver = meta["versions"].get(name) or e.get("version") or "–"
-            w(f"| {name} | {ver} | failed | failed | – | – | – | – | {e['error']} |")
+            w(f"| {name} | {ver} | failed | failed | – | – | – | – | – | {e['error']} |")
             continue
         version = e.get("version") or meta["versions"].get(name) or "–"
         n_note = f"N = {e['n']:,}. " if e.get("n") and e["n"] != plan["n"] else ""
@@ -330,7 +338,8 @@ def markdown(res: dict[str, Any]) -> str:
                       "before exec; the client is not): a measurement of what handing tasks between "
                       "threads on different CPUs costs, not a setting it uses. ")
         w(f"| {name} | {version} | {_spread(e, 'enqueue_per_s')} | {_spread(e, 'drain_per_s')} | "
-          f"{_spread(e, 'start_p50_ms', 2)} | {_spread(e, 'start_p99_ms', 2)} | {_idle_text(e)} | "
+          f"{_spread(e, 'start_p50_ms', 2)} | {_spread(e, 'start_p99_ms', 2)} | "
+          f"{_spread(e, 'start_awake_p50_ms', 2)} | {_idle_text(e)} | "
           f"{e.get('storage', '')} | "
           f"{n_note}{e.get('notes', '')} |")
     w("")

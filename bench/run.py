@@ -208,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
             if starts:
                 entry["start_p50_ms"] = spread(starts)
                 entry["start_p99_ms"] = spread([o["latency"]["start_ms"]["p99"] for o in ok])
+            awake = [o["latency"]["start_awake_ms"]["p50"] for o in ok
+                     if (o.get("latency") or {}).get("start_awake_ms", {}).get("p50") is not None]
+            if awake:
+                entry["start_awake_p50_ms"] = spread(awake)
             idles = [o["idle"] for o in ok if o.get("idle")]
             if idles:
                 entry["idle_cpu_pct"] = spread([i["cpu_pct"] for i in idles])

@@ -24,11 +24,13 @@ import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bench.client import Sidecar
-from bench.common import WORK, clock, cpu_seconds, emit, fail, fresh_dir, idle_footprint, rss_mb, summary
+from bench.common import (WORK, clock, cpu_seconds, emit, fail, fresh_dir, idle_footprint, probe_gap, rss_mb,
+                          summary)
 
 NOOP = {"type": "demo.noop"}
 
@@ -84,7 +86,14 @@ def _idle_gap(gap_s: float = 0.05) -> None:
     time.sleep(random.uniform(0.1, 2.0) * gap_s)
 
 
-def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, **create: Any) -> dict[str, Any]:
+def awake_latency(sc: Sidecar, samples: int) -> dict[str, Any]:
+    """Create → RUNNING seen, with probes 0.5-1.5 ms apart as every peer's ``awake`` probes (see
+    bench.common.PROBE_GAPS_S): this host's CPUs do not halt between them."""
+    return idle_latency(sc, samples, gap_s=0.0, gap=lambda: probe_gap("awake"))
+
+
+def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, gap: Callable[[], None] | None = None,
+                 **create: Any) -> dict[str, Any]:
     start_ms: list[float] = []
     done_ms: list[float] = []
     missed = 0
@@ -100,7 +109,10 @@ def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, **create: Any) 
         else:
             missed += 1
         done_ms.append((seen["COMPLETED"] - t0) * 1000)
-        _idle_gap(gap_s)
+        if gap is None:
+            _idle_gap(gap_s)
+        else:
+            gap()
     return {"start_ms": summary(start_ms), "complete_ms": summary(done_ms), "running_not_announced": missed}
 
 
@@ -124,6 +136,7 @@ def cmd_drain(a: argparse.Namespace) -> None:
     t_first = min(_started(sc, i) for i in ids)
     drain_s = t_last - max(due, t_created)
     lat = idle_latency(sc, a.samples)
+    lat["start_awake_ms"] = awake_latency(sc, a.samples)["start_ms"]
     idle = idle_footprint(sc.pid, a.idle_s)  # waiting for work, as the peers are measured
     _finish(sc)
     emit({

@@ -65,15 +65,17 @@ await allDonePromise;
 clearTimeout(timer);
 const drainMs = lastDone - tStart;
 await sleep(200);
-const lat = [];
-for (let k = 1; k <= SAMPLES; k++) {
-  await idleGap();
+// as bench/common.py's PROBE_GAPS_S: idle probes 5-100 ms apart, awake ones 0.5-1.5 ms apart
+const lat = { idle: [], awake: [] };
+for (let k = 1; k <= 2 * SAMPLES; k++) {
+  const kind = k <= SAMPLES ? "idle" : "awake";
+  await (kind === "idle" ? idleGap() : sleep(0.5 + Math.random()));
   const started = new Promise((r) => probes.set(-k, r));
   const ts = now();
   queue.add("noop", { k: -k });
   const t = await Promise.race([started, new Promise((r) => setTimeout(() => r(null), 30000))]);
   if (t === null) fail(`plainjob latency probe ${k} never started`);
-  lat.push(t - ts);
+  lat[kind].push(t - ts);
 }
 const idle = await idleFootprint(Number(args["idle-ms"] ?? 2000)); // the workers wait for work: what that costs
 await Promise.all(workers.map((w) => w.stop()));
@@ -84,7 +86,7 @@ process.stdout.write("BENCH-RESULT " + JSON.stringify({
   system: "plainjob", version: `${pkg("plainjob")} (better-sqlite3 ${pkg("better-sqlite3")}, SQLite ${sqliteVersion}, Node ${process.version})`,
   n: N, workers: WORKERS,
   enqueue_per_s: N / ((t1 - t0) / 1000), drain_per_s: N / (drainMs / 1000),
-  latency: { start_ms: summary(lat) }, idle,
+  latency: { start_ms: summary(lat.idle), start_awake_ms: summary(lat.awake) }, idle,
   storage: "better-sqlite3: WAL, synchronous=NORMAL",
   notes: `${WORKERS} workers in one Node event loop; pollIntervall 1000 ms (default)`,
 }) + "\n");

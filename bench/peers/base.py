@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import threading
 import time
 from typing import Any, Callable
 
-from bench.common import clock, emit, fail, fresh_dir, idle_footprint, summary
+from bench.common import clock, emit, fail, fresh_dir, idle_footprint, probe_gap, summary
 
 
 class Tracker:
@@ -84,23 +83,24 @@ def run(
     begin = tracker.first_start if drain_from_first_start and tracker.first_start else t_start
     drain_s = (tracker.last_done or clock()) - begin
     time.sleep(0.2)
-    lat = []
-    for k in range(1, a.samples + 1):
+    lat: dict[str, list[float]] = {"idle": [], "awake": []}
+    for k in range(1, 2 * a.samples + 1):
         key = -k
+        kind = "idle" if k <= a.samples else "awake"
         ev = tracker.probe_event[key] = threading.Event()
-        time.sleep(random.uniform(0.005, 0.1))  # probes arrive at random phases of any poll loop
+        probe_gap(kind)  # probes arrive at random phases of any poll loop
         ts = clock()
         enqueue(key)
         if not ev.wait(30):
             stop_workers()
             fail(f"{name}: latency probe {k} never started")
-        lat.append((tracker.probe_started[key] - ts) * 1000)
+        lat[kind].append((tracker.probe_started[key] - ts) * 1000)
     idle = idle_footprint(os.getpid(), a.idle_s)  # the workers wait for work: what that costs
     stop_workers()
     emit({
         "system": name, "version": version, "n": a.n, "workers": a.workers,
         "enqueue_per_s": a.n / (t1 - t0), "drain_per_s": a.n / drain_s,
-        "latency": {"start_ms": summary(lat)}, "idle": idle, "storage": storage, "notes": notes,
+        "latency": {"start_ms": summary(lat["idle"]), "start_awake_ms": summary(lat["awake"])}, "idle": idle, "storage": storage, "notes": notes,
     })
 
 
