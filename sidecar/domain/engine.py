@@ -467,8 +467,8 @@ class Engine:
                 self._announce_deleted(tx.deleted)
         for effect in tx.after:
             effect()
-        for running in claimed:
-            self._start_handler(running)
+        if claimed:
+            self._start_handlers(claimed)
         if self._wake_types is not None:
             # When the next delayed task is due: not needed for what was just announced, so
             # looked up after it left (a read outside the transaction; this thread is the writer).
@@ -619,11 +619,12 @@ class Engine:
         self._running[ctx.id] = running
         return running
 
-    def _start_handler(self, running: Running) -> None:
-        spec = running.spec
-        if spec.timeout_s:
-            self._add_timer(spec.timeout_s, partial(self._op_timeout, running.ctx))
-        self._workers.submit(running)
+    def _start_handlers(self, claimed: list[Running]) -> None:
+        for running in claimed:
+            spec = running.spec
+            if spec.timeout_s:
+                self._add_timer(spec.timeout_s, partial(self._op_timeout, running.ctx))
+        self._workers.submit_many(claimed)
 
     def _execute(self, running: Running) -> None:
         ctx = running.ctx

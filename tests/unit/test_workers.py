@@ -47,3 +47,44 @@ def test_jobs_run_on_as_many_threads_as_the_pool_has() -> None:
     pool.resize(0)
     for _ in range(3):
         pool.submit(None)
+
+
+def test_a_batch_of_jobs_all_start_without_waiting_for_each_other() -> None:
+    # submit_many wakes one worker and each passes the next job on before running its own: a
+    # job that blocks must not hold back the ones behind it
+    seen: set[str] = set()
+    gate = threading.Barrier(4, timeout=10)
+
+    def work(job: int) -> None:
+        seen.add(threading.current_thread().name)
+        gate.wait()  # all four must be running at once
+
+    pool = WorkerPool(4, work)
+    pool.submit_many([0, 1, 2, 3])
+    deadline = time.monotonic() + 10
+    while len(seen) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(seen) == 4
+    pool.resize(0)
+    pool.submit_many([None] * 4)
+
+
+def test_more_jobs_than_workers_all_run() -> None:
+    done: list[int] = []
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def work(job: int) -> None:
+        time.sleep(0.001)
+        with lock:
+            done.append(job)
+            if len(done) == 50:
+                finished.set()
+
+    pool = WorkerPool(3, work)
+    for start in range(0, 50, 10):
+        pool.submit_many(list(range(start, start + 10)))
+    assert finished.wait(10)
+    assert sorted(done) == list(range(50))
+    pool.resize(0)
+    pool.submit_many([None] * 3)
