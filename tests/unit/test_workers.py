@@ -7,6 +7,8 @@ import threading
 import time
 import weakref
 
+import pytest
+
 from sidecar.domain.workers import WorkerPool
 
 
@@ -29,7 +31,10 @@ def test_an_idle_worker_keeps_no_job_alive() -> None:
     pool.submit(None)
 
 
-def test_jobs_run_on_as_many_threads_as_the_pool_has() -> None:
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "relay"])
+def test_jobs_run_on_as_many_threads_as_the_pool_has(batched: bool) -> None:
+    # submit_many wakes one worker and each passes the next job on before running its own: a
+    # job that blocks must not hold back the ones behind it
     seen: set[str] = set()
     gate = threading.Barrier(3, timeout=10)
 
@@ -38,35 +43,17 @@ def test_jobs_run_on_as_many_threads_as_the_pool_has() -> None:
         gate.wait()  # all three must be running at once
 
     pool = WorkerPool(3, work)
-    for k in range(3):
-        pool.submit(k)
+    if batched:
+        pool.submit_many([0, 1, 2])
+    else:
+        for k in range(3):
+            pool.submit(k)
     deadline = time.monotonic() + 10
     while len(seen) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(seen) == 3
     pool.resize(0)
-    for _ in range(3):
-        pool.submit(None)
-
-
-def test_a_batch_of_jobs_all_start_without_waiting_for_each_other() -> None:
-    # submit_many wakes one worker and each passes the next job on before running its own: a
-    # job that blocks must not hold back the ones behind it
-    seen: set[str] = set()
-    gate = threading.Barrier(4, timeout=10)
-
-    def work(job: int) -> None:
-        seen.add(threading.current_thread().name)
-        gate.wait()  # all four must be running at once
-
-    pool = WorkerPool(4, work)
-    pool.submit_many([0, 1, 2, 3])
-    deadline = time.monotonic() + 10
-    while len(seen) < 4 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(seen) == 4
-    pool.resize(0)
-    pool.submit_many([None] * 4)
+    pool.submit_many([None] * 3)
 
 
 def test_more_jobs_than_workers_all_run() -> None:
