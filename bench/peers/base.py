@@ -1,7 +1,9 @@
 """The shared shape of a peer run: enqueue N no-op jobs, drain them with W workers, then
-measure enqueue → start latency on an idle queue. Each adapter supplies the queue-specific parts.
+measure enqueue → start latency on an idle queue, with probes 5-100 ms apart and again 0.5-1.5 ms
+apart (bench.common.PROBE_GAPS_S). Each adapter supplies the queue-specific parts.
 
-Printed result (``BENCH-RESULT``): enqueue_per_s, drain_per_s, latency.start_ms {p50,p95,p99}.
+Printed result (``BENCH-RESULT``): enqueue_per_s, drain_per_s, latency.start_ms and
+latency.start_awake_ms {p50,p95,p99}.
 Fails (exit 2) if a job is lost or the drain does not finish.
 """
 
@@ -100,7 +102,8 @@ def run(
     emit({
         "system": name, "version": version, "n": a.n, "workers": a.workers,
         "enqueue_per_s": a.n / (t1 - t0), "drain_per_s": a.n / drain_s,
-        "latency": {"start_ms": summary(lat["idle"]), "start_awake_ms": summary(lat["awake"])}, "idle": idle, "storage": storage, "notes": notes,
+        "latency": {"start_ms": summary(lat["idle"]), "start_awake_ms": summary(lat["awake"])},
+        "idle": idle, "storage": storage, "notes": notes,
     })
 
 
