@@ -82,18 +82,18 @@ def _started(sc: Sidecar, tid: str) -> float:
 
 
 def _idle_gap(gap_s: float = 0.05) -> None:
-    """Sleep a random 0.1-2x ``gap_s``: probes arrive at random phases, like the peers' probes."""
+    """Sleep a random 0.1-2x ``gap_s``: probes arrive at random phases, like the peers' probes
+    (the default: their ``idle`` probes, bench.common.PROBE_GAPS_S)."""
     time.sleep(random.uniform(0.1, 2.0) * gap_s)
 
 
 def awake_latency(sc: Sidecar, samples: int) -> dict[str, Any]:
     """Create → RUNNING seen, with probes 0.5-1.5 ms apart as every peer's ``awake`` probes (see
     bench.common.PROBE_GAPS_S): this host's CPUs do not halt between them."""
-    return idle_latency(sc, samples, gap_s=0.0, gap=lambda: probe_gap("awake"))
+    return idle_latency(sc, samples, gap=lambda: probe_gap("awake"))
 
 
-def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, gap: Callable[[], None] | None = None,
-                 **create: Any) -> dict[str, Any]:
+def idle_latency(sc: Sidecar, samples: int, gap: Callable[[], None] = _idle_gap, **create: Any) -> dict[str, Any]:
     start_ms: list[float] = []
     done_ms: list[float] = []
     missed = 0
@@ -109,10 +109,7 @@ def idle_latency(sc: Sidecar, samples: int, gap_s: float = 0.05, gap: Callable[[
         else:
             missed += 1
         done_ms.append((seen["COMPLETED"] - t0) * 1000)
-        if gap is None:
-            _idle_gap(gap_s)
-        else:
-            gap()
+        gap()
     return {"start_ms": summary(start_ms), "complete_ms": summary(done_ms), "running_not_announced": missed}
 
 
@@ -217,7 +214,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
         rids = [sc.send("tasks.createMany", {"tasks": [dict(NOOP)] * min(5000, a.busy - s)})[0]
                 for s in range(0, a.busy, 5000)]
         backlog, _ = _collect(sc, rids, 120)
-        busy = idle_latency(sc, min(a.samples, 100), gap_s=0.002, priority=10)
+        busy = idle_latency(sc, min(a.samples, 100), gap=lambda: _idle_gap(0.002), priority=10)
         _wait_all(sc, backlog, "COMPLETED", 300, "busy backlog")
     held = None
     if a.held:
