@@ -26,9 +26,6 @@ class WorkerPool:
         self._names = 0
         self.resize(size)
 
-    def submit(self, job: Any) -> None:
-        self._jobs.put(job)
-
     def submit_many(self, jobs: list[Any]) -> None:
         """Queue ``jobs``, waking one worker: each worker that takes a job hands the next one on
         before it runs its own (a relay), so the caller pays for one wake-up, not one per job.

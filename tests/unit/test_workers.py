@@ -21,17 +21,17 @@ def test_an_idle_worker_keeps_no_job_alive() -> None:
     pool = WorkerPool(1, lambda job: done.set())
     job = Job()
     ref = weakref.ref(job)
-    pool.submit(job)
+    pool.submit_many([job])
     del job
     assert done.wait(10)
     time.sleep(0.05)  # the worker is back to waiting for the next job
     gc.collect()
     assert ref() is None
     pool.resize(0)
-    pool.submit(None)
+    pool.submit_many([None])
 
 
-@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "relay"])
+@pytest.mark.parametrize("batched", [False, True], ids=["one-at-a-time", "relay"])
 def test_jobs_run_on_as_many_threads_as_the_pool_has(batched: bool) -> None:
     # submit_many wakes one worker and each passes the next job on before running its own: a
     # job that blocks must not hold back the ones behind it
@@ -47,7 +47,7 @@ def test_jobs_run_on_as_many_threads_as_the_pool_has(batched: bool) -> None:
         pool.submit_many([0, 1, 2])
     else:
         for k in range(3):
-            pool.submit(k)
+            pool.submit_many([k])
     deadline = time.monotonic() + 10
     while len(seen) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
