@@ -28,7 +28,8 @@ def test_coverage_guided_fuzzing_finds_no_crash_hang_or_inconsistency(tmp_path: 
         timeout=seconds + 120,
     )
     log = result.stderr
-    assert result.returncode == 0, log[-4000:]
+    # atheris prints an uncaught exception (a failed check) on stdout, libFuzzer's log is stderr
+    assert result.returncode == 0, f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{log[-3000:]}"
     runs = int(re.search(r"Done (\d+) runs", log).group(1))  # type: ignore[union-attr]
     coverage = [int(c) for c in re.findall(r"cov: (\d+)", log)]
     assert runs > 0 and coverage
