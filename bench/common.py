@@ -112,7 +112,8 @@ def idle_footprint(pid: int, seconds: float = 2.0) -> dict[str, float] | None:
 # apart, as an app's clicks meet a queue; ``awake`` ones 0.5-1.5 ms apart, which keeps this host's
 # CPUs from halting between them. The pair separates what a system does from what waking a halted
 # virtual CPU costs (a poll loop never lets its CPU halt: it pays that cost in idle CPU instead).
-PROBE_GAPS_S = {"idle": (0.005, 0.1), "awake": (0.0005, 0.0015)}
+# ``busy``: the sidecar's own probes behind a 10,000-task backlog, 0.2-4 ms apart.
+PROBE_GAPS_S = {"idle": (0.005, 0.1), "awake": (0.0005, 0.0015), "busy": (0.0002, 0.004)}
 
 
 def probe_gap(kind: str) -> None:

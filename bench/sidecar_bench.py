@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import sqlite3
 import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,19 +81,15 @@ def _started(sc: Sidecar, tid: str) -> float:
     return seen.get("RUNNING", seen["COMPLETED"])
 
 
-def _idle_gap(gap_s: float = 0.05) -> None:
-    """Sleep a random 0.1-2x ``gap_s``: probes arrive at random phases, like the peers' probes
-    (the default: their ``idle`` probes, bench.common.PROBE_GAPS_S)."""
-    time.sleep(random.uniform(0.1, 2.0) * gap_s)
-
-
 def awake_latency(sc: Sidecar, samples: int) -> dict[str, Any]:
     """Create → RUNNING seen, with probes 0.5-1.5 ms apart as every peer's ``awake`` probes (see
     bench.common.PROBE_GAPS_S): this host's CPUs do not halt between them."""
-    return idle_latency(sc, samples, gap=lambda: probe_gap("awake"))
+    return idle_latency(sc, samples, gap=partial(probe_gap, "awake"))
 
 
-def idle_latency(sc: Sidecar, samples: int, gap: Callable[[], None] = _idle_gap, **create: Any) -> dict[str, Any]:
+def idle_latency(
+    sc: Sidecar, samples: int, gap: Callable[[], None] = partial(probe_gap, "idle"), **create: Any
+) -> dict[str, Any]:
     start_ms: list[float] = []
     done_ms: list[float] = []
     missed = 0
@@ -205,7 +201,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
     ping = [sc.timed_call("system.ping")[0] for _ in range(100)]  # the protocol floor, for scale
     ping_random = []  # the same floor met as the probes meet it: after an idle gap
     for _ in range(min(100, a.samples)):
-        _idle_gap()
+        probe_gap("idle")
         ping_random.append(sc.timed_call("system.ping")[0])
     lat = idle_latency(sc, a.samples)
     busy = None
@@ -214,7 +210,7 @@ def cmd_latency(a: argparse.Namespace) -> None:
         rids = [sc.send("tasks.createMany", {"tasks": [dict(NOOP)] * min(5000, a.busy - s)})[0]
                 for s in range(0, a.busy, 5000)]
         backlog, _ = _collect(sc, rids, 120)
-        busy = idle_latency(sc, min(a.samples, 100), gap=lambda: _idle_gap(0.002), priority=10)
+        busy = idle_latency(sc, min(a.samples, 100), gap=partial(probe_gap, "busy"), priority=10)
         _wait_all(sc, backlog, "COMPLETED", 300, "busy backlog")
     held = None
     if a.held:
