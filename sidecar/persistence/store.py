@@ -341,6 +341,19 @@ def claim_many(conn: sqlite3.Connection, types: Sequence[str], now: int, limit: 
     return rows
 
 
+def claim_by_id(conn: sqlite3.Connection, task_ids: Sequence[str], now: int) -> list[Row]:
+    """Move the QUEUED tasks among ``task_ids`` to RUNNING, as :func:`claim_many` does, whatever
+    their place in the queue: the engine's claims that a rolled-back transaction undid while
+    their handlers had started already."""
+    rows: list[Row] = []
+    for start in range(0, len(task_ids), _MANY_CHUNK):
+        chunk = list(task_ids[start : start + _MANY_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        sql = f'{_CLAIM_SET}WHERE "id" IN ({marks}) AND "status" = \'QUEUED\' RETURNING {_COLS}'
+        rows += conn.execute(sql, (now, now, *chunk)).fetchall()
+    return rows
+
+
 def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | None:
     """Claim the best due task (see :func:`claim_many`), or None."""
     rows = claim_many(conn, types, now, 1)
