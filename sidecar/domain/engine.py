@@ -527,10 +527,11 @@ class Engine:
         the next transaction (see _restore), so no task is claimed twice.
         """
         deadline = time.monotonic() + ROUND_WINDOW_S
+        last = False
         while fresh:
             self._start_handlers(fresh)
             tx.early += fresh
-            if len(tx.early) >= ROUND_MAX_TASKS or time.monotonic() >= deadline:
+            if last or len(tx.early) >= ROUND_MAX_TASKS or time.monotonic() >= deadline:
                 break
             time.sleep(0)  # let the handlers just started run; short ones report before it returns
             start = len(items)
@@ -540,6 +541,9 @@ class Engine:
             self.stats_items += len(items) - start
             if not self._apply(tx, items, start, outcomes, False, True):
                 return False
+            # A request waits for the commit (its answer, and a task it created that this round's
+            # claim starts): this round is the last.
+            last = any(item.future is not None for item in items[start:])
             fresh = self._claim(tx) if self._claiming and self._claim_needed else []
         return True
 
