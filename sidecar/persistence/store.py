@@ -425,6 +425,11 @@ _COUNT_UPSERT = (
 )
 
 
+def queued_by_type(conn: sqlite3.Connection) -> dict[str, int]:
+    """How many tasks of each type are QUEUED, from ``task_counts``."""
+    return dict(conn.execute('SELECT "type", "n" FROM "task_counts" WHERE "status" = \'QUEUED\' AND "n" > 0'))
+
+
 def apply_counts(conn: sqlite3.Connection, deltas: dict[tuple[str, str], int]) -> None:
     """Add net status changes to ``task_counts`` (inserts and transitions; deletes have a trigger)."""
     changes = [(t, s, n) for (t, s), n in deltas.items() if n]

@@ -1,13 +1,15 @@
 """Rounds: a transaction whose work was handlers finishing starts the next handlers before its
 commit and writes what they report at once in the same transaction. Checked in-process, with a
 real database: short tasks finish more than once per slot per transaction; a transaction rolled
-back after it started handlers claims their tasks again, so none runs twice or is lost."""
+back after it started handlers claims their tasks again, so none runs twice or is lost. And the
+claim reads only the types that have QUEUED tasks, without missing one that gets some."""
 
 from __future__ import annotations
 
 import collections
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,8 @@ class Drain:
         self.runs: collections.Counter[str] = collections.Counter()
         self.registry = Registry()
         self.registry.handler("unit.short")(self._short)
+        self.registry.handler("unit.other")(self._short)
+        self.registry.handler("unit.flaky", retry_base_s=0.01, retry_max_s=0.01)(self._flaky)
         self.batches: list[list[dict]] = []  # what each transaction announced
         self.status: dict[str, str] = {}
         self.changed = threading.Condition()
@@ -42,14 +46,19 @@ class Drain:
         with self.changed:
             self.runs[ctx.id] += 1
 
+    def _flaky(self, ctx) -> None:
+        self._short(ctx)
+        if ctx.attempt == 1:
+            raise RuntimeError("fails once, then succeeds (its retry is QUEUED again)")
+
     def _announce(self, tasks: list[dict]) -> None:
         with self.changed:
             self.batches.append(tasks)
             self.status.update((t["id"], t["status"]) for t in tasks)
             self.changed.notify_all()
 
-    def create(self, n: int) -> list[str]:
-        items = [{"type": "unit.short"} for _ in range(n)]
+    def create(self, n: int, type: str = "unit.short", **fields) -> list[str]:
+        items = [{"type": type, **fields} for _ in range(n)]
         tasks = self.engine.submit(lambda tx: self.engine.graph.create_many(tx, items)).result(10)
         return [t["id"] for t in tasks]
 
@@ -115,3 +124,30 @@ def test_a_transaction_rolled_back_after_it_started_handlers_claims_their_tasks_
     assert all(status == "COMPLETED" and attempt == 1 for _, status, attempt in drain.rows())
     assert consistency_problems(drain.path) == []
     assert engine._reclaim == {} and engine._running == {}
+
+
+def test_a_claim_reads_only_the_types_with_queued_tasks_and_misses_none(
+    drain: Drain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sidecar.persistence import store
+
+    read: list[tuple[str, ...]] = []
+    claim_many = store.claim_many
+
+    def recording(conn, types, now, limit):
+        read.append(tuple(types))
+        return claim_many(conn, types, now, limit)
+
+    monkeypatch.setattr(store, "claim_many", recording)
+    ids = drain.create(200)
+    assert drain.wait_completed(ids)
+    assert read and all(types in ((), ("unit.short",)) for types in read), set(read)
+    # tasks that become QUEUED later, by every way there is: a new type, a delayed task coming
+    # due, a failed attempt queued again for its retry
+    later = drain.create(20, "unit.other") + drain.create(5, "unit.short", runAt=int(time.time() * 1000) + 300)
+    later += drain.create(10, "unit.flaky")
+    assert drain.wait_completed(later)
+    assert all(drain.runs[task_id] == (2 if task_id in later[-10:] else 1) for task_id in later)
+    assert {t for types in read for t in types} == {"unit.short", "unit.other", "unit.flaky"}
+    assert drain.engine._queued == {"unit.short": 0, "unit.other": 0, "unit.flaky": 0}
+    assert consistency_problems(drain.path) == []
