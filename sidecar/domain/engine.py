@@ -563,15 +563,17 @@ class Engine:
         return True
 
     def _inbox_now(self) -> list[_Item]:
-        """What waits in the inbox now, without waiting."""
+        """What waits in the inbox now, without waiting (at most MAX_BATCH items, as a
+        transaction's first batch)."""
         waiting: list[_Item] = []
-        while True:
+        while len(waiting) < MAX_BATCH:
             try:
                 item = self._inbox.get_nowait()
             except queue.Empty:
                 return waiting
             if item is not _WAKE:
                 waiting.append(item)
+        return waiting
 
     def _reclaim_running(self, tx: Tx, reclaimed: dict[str, Running]) -> None:
         """Claim again the tasks whose handlers a rolled-back transaction had started (they run
