@@ -490,9 +490,7 @@ class Engine:
                     raise
                 except Exception:
                     log.error("internal op failed, dropped:\n%s", traceback.format_exc())
-                    conn.execute("ROLLBACK")
-                    self._restore(tx)
-                    self._run(items[:index] + items[index + 1 :], batch)
+                    self._redo(tx, items[:index] + items[index + 1 :], batch)
                     return False
                 continue
             mark = tx.mark()
@@ -596,11 +594,15 @@ class Engine:
             raise
         except Exception:
             log.error("writing finished tasks failed, retrying one by one:\n%s", traceback.format_exc())
-            tx.conn.execute("ROLLBACK")
-            self._restore(tx)
-            self._run(items, batch=False)
+            self._redo(tx, items, batch=False)
             return False
         return True
+
+    def _redo(self, tx: Tx, items: list[_Item], batch: bool) -> None:
+        """Roll ``tx`` back (a bug in an op) and run ``items`` again in a new transaction."""
+        tx.conn.execute("ROLLBACK")
+        self._restore(tx)
+        self._run(items, batch)
 
     def _write_succeeded_now(self, tx: Tx) -> None:
         if tx.succeeded:
