@@ -345,13 +345,8 @@ def claim_by_id(conn: sqlite3.Connection, task_ids: Sequence[str], now: int) -> 
     """Move the QUEUED tasks among ``task_ids`` to RUNNING, as :func:`claim_many` does, whatever
     their place in the queue: the engine's claims that a rolled-back transaction undid while
     their handlers had started already."""
-    rows: list[Row] = []
-    for start in range(0, len(task_ids), _MANY_CHUNK):
-        chunk = list(task_ids[start : start + _MANY_CHUNK])
-        marks = ", ".join("?" * len(chunk))
-        sql = f'{_CLAIM_SET}WHERE "id" IN ({marks}) AND "status" = \'QUEUED\' RETURNING {_COLS}'
-        rows += conn.execute(sql, (now, now, *chunk)).fetchall()
-    return rows
+    sql = f'{_CLAIM_SET}WHERE "id" IN ({{marks}}) AND "status" = \'QUEUED\' RETURNING {_COLS}'
+    return list(_in_chunks(conn, sql, task_ids, before=(now, now)))
 
 
 def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | None:
@@ -678,12 +673,14 @@ def unfinished_dependents(conn: sqlite3.Connection, task_id: str) -> list[str]:
     ]
 
 
-def _in_chunks(conn: sqlite3.Connection, sql: str, ids: Sequence[str], lists: int = 1) -> Iterator[Row]:
+def _in_chunks(
+    conn: sqlite3.Connection, sql: str, ids: Sequence[str], lists: int = 1, before: Sequence[Any] = ()
+) -> Iterator[Row]:
     """Run ``sql`` over ``ids``, 500 at a time; each of its ``lists`` ``{marks}`` is an IN list of
-    the same chunk."""
+    the same chunk, after the parameters ``before``."""
     for start in range(0, len(ids), _MANY_CHUNK):
         chunk = list(ids[start : start + _MANY_CHUNK])
-        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), chunk * lists)
+        yield from conn.execute(sql.format(marks=", ".join("?" * len(chunk))), [*before, *(chunk * lists)])
 
 
 def unfinished_dependents_of(conn: sqlite3.Connection, task_ids: Sequence[str]) -> dict[str, list[str]]:
