@@ -387,7 +387,9 @@ export class SidecarClient {
     if (method === 'system.shutdown') return (await this.system.shutdown()) as ResultOf<M>;
     const timeoutMs = options.timeoutMs ?? this.callTimeoutMs;
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Number.POSITIVE_INFINITY;
-    const session = await this.sessionForCall(method, deadline, options.signal);
+    // A ready sidecar is used at once, so the request is written within this call rather than
+    // after an await (each hop costs tens of µs on an idle machine: docs/benchmark-findings.md).
+    const session = this.readySession() ?? (await this.sessionForCall(method, deadline, options.signal));
     const remaining = deadline === Number.POSITIVE_INFINITY ? 0 : Math.max(1, deadline - Date.now());
     const callOptions: CallOptions = { timeoutMs: remaining };
     if (options.signal) callOptions.signal = options.signal;
@@ -431,8 +433,13 @@ export class SidecarClient {
     discover: (options?: CallOptions) => this.call('rpc.discover', undefined, options),
   };
 
+  private readySession(): Session | null {
+    return this.stateValue === 'ready' && this.session && !this.session.conn.isClosed ? this.session : null;
+  }
+
   private async sessionForCall(method: string, deadline: number, signal: AbortSignal | undefined): Promise<Session> {
-    if (this.stateValue === 'ready' && this.session && !this.session.conn.isClosed) return this.session;
+    const ready = this.readySession();
+    if (ready) return ready;
     if (this.stateValue === 'closing' || this.stateValue === 'closed') {
       throw new SidecarError(ClientErrorCode.NotRunning, `${method}: the sidecar client is closed`, null, { method });
     }

@@ -3,10 +3,10 @@
  * streams in tests).
  *
  * Framing is ours (framing.ts); request/response correlation is delegated to the `json-rpc-2.0`
- * package's `JSONRPCClient` (id allocation, pending map, per-request timeout). This class adds what
- * that library leaves to the transport: writing lines with backpressure, routing each incoming line
+ * package's `JSONRPCClient` (its pending map settles each call by the answer's id). This class adds
+ * what that library leaves to the transport: writing lines with backpressure, routing each incoming line
  * (responses to the library, notifications to a callback, anything else to the logger), turning
- * error responses into `SidecarError`, AbortSignal cancellation and failing every pending call
+ * error responses into `SidecarError`, per-call timeouts, AbortSignal cancellation and failing every pending call
  * when the connection closes.
  */
 import type { Readable, Writable } from 'node:stream';
@@ -89,29 +89,32 @@ export class RpcConnection {
     }
     const id = ++this.nextId;
     const timeoutMs = options.timeoutMs ?? 0;
-    const requester =
-      timeoutMs > 0
-        ? this.rpc.timeout(timeoutMs, (rid) =>
-            createJSONRPCErrorResponse(rid, ClientErrorCode.Timeout, `${method}: no answer from the sidecar within ${timeoutMs} ms`, {
-              method,
-              timeoutMs,
-            }),
-          )
-        : this.rpc;
     const request = createJSONRPCRequest(id, method, params === undefined ? undefined : params);
     if (params === undefined) delete request.params;
 
     this.pending.set(id, method);
-    const onAbort = (): void => {
-      this.rpc.receive(
-        createJSONRPCErrorResponse(id, ClientErrorCode.Cancelled, `${method}: cancelled by the caller`, abortData(signal)),
-      );
+    // A timeout or an abort answers the call in the sidecar's stead, through the library, so a
+    // late answer finds no pending id (route() drops it).
+    const answerInstead = (code: number, message: string, data: JsonValue): void => {
+      this.rpc.receive(createJSONRPCErrorResponse(id, code, message, data));
     };
+    const onAbort = (): void => answerInstead(ClientErrorCode.Cancelled, `${method}: cancelled by the caller`, abortData(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
+    // The line is written (or queued, on a full pipe) inside this call; the timer is armed after
+    // it, so its bookkeeping is not on the way of the request to the sidecar.
+    const answered = this.rpc.requestAdvanced(request);
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(
+            () => answerInstead(ClientErrorCode.Timeout, `${method}: no answer from the sidecar within ${timeoutMs} ms`, { method, timeoutMs }),
+            timeoutMs,
+          )
+        : undefined;
     let response: JSONRPCResponse;
     try {
-      response = await requester.requestAdvanced(request);
+      response = await answered;
     } finally {
+      clearTimeout(timer);
       this.pending.delete(id);
       signal?.removeEventListener('abort', onAbort);
       this.unqueue(id); // aborted or timed out before it was written: never send it

@@ -14,6 +14,8 @@ export interface LineDecoderOptions {
   onOversize?: (bytes: number) => void;
 }
 
+const NOT_BLANK = /\S/;
+
 export class LineDecoder {
   private parts: Buffer[] = [];
   private size = 0;
@@ -36,8 +38,15 @@ export class LineDecoder {
         this.append(buf);
         return;
       }
-      this.append(buf.subarray(0, nl));
-      this.emitLine();
+      if (this.size === 0 && !this.discarding) {
+        // The usual case, a whole line inside this chunk: decoded straight from it, no copy
+        // (each copy is an allocation on the path of every answer and notification).
+        if (nl <= this.maxLineBytes) this.deliver(buf, nl);
+        else this.options.onOversize?.(nl);
+      } else {
+        this.append(buf.subarray(0, nl));
+        this.emitLine();
+      }
       buf = buf.subarray(nl + 1);
     }
   }
@@ -76,11 +85,14 @@ export class LineDecoder {
     const whole = this.parts.length === 1 ? this.parts[0]! : Buffer.concat(this.parts, this.size);
     this.parts = [];
     this.size = 0;
-    let end = whole.length;
-    if (end > 0 && whole[end - 1] === 0x0d) end -= 1;
-    const line = whole.toString('utf8', 0, end);
-    if (line.trim().length === 0) return;
-    this.onLine(line);
+    this.deliver(whole, whole.length);
+  }
+
+  /** Hand on `bytes[0, end)` as a line: a trailing "\r" dropped, a blank line skipped. */
+  private deliver(bytes: Buffer, end: number): void {
+    if (end > 0 && bytes[end - 1] === 0x0d) end -= 1;
+    const line = bytes.toString('utf8', 0, end);
+    if (NOT_BLANK.test(line)) this.onLine(line);
   }
 }
 

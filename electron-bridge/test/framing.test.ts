@@ -61,3 +61,19 @@ test('encodeMessage writes exactly one line even for strings with newlines', () 
   const line = encodeMessage({ s: 'a\nb\r\nc\u2028' });
   assert.equal(line.indexOf('\n'), line.length - 1);
 });
+
+test('a line over the limit inside one chunk is dropped, and the lines around it arrive', () => {
+  const { lines, decoder, oversize } = collect({ maxLineBytes: 10 });
+  decoder.push('{"a":1}\n' + 'z'.repeat(25) + '\n{"b":2}\r\n\n');
+  assert.deepEqual(lines, ['{"a":1}', '{"b":2}']);
+  assert.deepEqual(oversize, [25]);
+});
+
+test('a line is decoded before the chunk it came in is reused', () => {
+  const { lines, decoder } = collect();
+  const chunk = Buffer.from('{"n":1}\n{"n":');
+  decoder.push(chunk);
+  chunk.fill(0x20); // a stream may hand the same memory back with other bytes
+  decoder.push(Buffer.from('2}\n'));
+  assert.deepEqual(lines, ['{"n":1}', '{"n":2}']);
+});
