@@ -48,6 +48,9 @@ export interface ConnectionOptions {
   maxLineBytes?: number;
 }
 
+/** The longest delay setTimeout keeps (about 24.8 days). */
+const MAX_TIMER_MS = 2_147_483_647;
+
 /** Messages longer than this are logged only by their head. */
 const LOG_PREVIEW = 300;
 
@@ -107,7 +110,8 @@ export class RpcConnection {
       timeoutMs > 0
         ? setTimeout(
             () => answerInstead(ClientErrorCode.Timeout, `${method}: no answer from the sidecar within ${timeoutMs} ms`, { method, timeoutMs }),
-            timeoutMs,
+            // Node fires a delay past 2^31-1 ms after 1 ms: a very long timeout must not become none
+            Math.min(timeoutMs, MAX_TIMER_MS),
           )
         : undefined;
     let response: JSONRPCResponse;

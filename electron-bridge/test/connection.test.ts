@@ -74,6 +74,15 @@ test('a call times out with ClientErrorCode.Timeout and a late answer is ignored
   assert.ok(logs.some((l) => /late or unknown response/.test(l.message)));
 });
 
+test('a timeout longer than a Node timer can hold still waits for the answer', async () => {
+  const { peer, conn } = connect();
+  const p = conn.request('tasks.list', {}, { timeoutMs: 5_000_000_000 });
+  const req = await peer.nextRequest(0);
+  await sleep(30);
+  peer.send({ jsonrpc: '2.0', id: req.id, result: { tasks: [] } });
+  assert.deepEqual(await p, { tasks: [] });
+});
+
 test('an AbortSignal cancels waiting (before and after sending)', async () => {
   const { conn } = connect();
   const ac = new AbortController();
