@@ -9,8 +9,10 @@ writes wait for the engine's group commit without blocking the reader.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from functools import partial
@@ -43,7 +45,7 @@ def warm_up(protocol: Protocol, registry: Iterable[Any] = ()) -> None:
     validator compiled inside a 5,000-task createMany, after its params were parsed, lands among
     the request's short-lived objects and keeps the memory around it from being handed back.
     """
-    import jsonrpcserver  # noqa: F401  (~100 ms with jsonschema and asyncio)
+    _jsonrpcserver()
 
     from sidecar.memory import find_malloc_trim, freeze_start_up_objects
 
@@ -240,10 +242,57 @@ def error_response(code: int, message: str, data: Any = None, ident: Any = None)
     return {"jsonrpc": "2.0", "error": error, "id": ident}
 
 
+def _defer_package_init(name: str) -> None:
+    """Make ``name`` importable piecewise: its submodules load on their own, and the package's
+    ``__init__`` runs only when something asks the package for a name it defines there.
+
+    jsonrpcserver's ``__init__`` imports its asyncio and jsonschema front ends (~100 ms, several
+    MB) that the sidecar's dispatch never calls. A request sent right after ``sidecar.ready``
+    waited for that import (warm_up runs it then); its own modules take a fraction of it.
+    Anything that does ask for the package's names (``from jsonrpcserver import dispatch``)
+    still gets them, at that moment, so the package behaves as if imported normally.
+    """
+    with _DEFERRING:  # the reader and the warm-up thread may both get here first
+        if name in sys.modules:
+            return
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+            return  # not a package found on disk: the plain import says what is wrong
+        loader = spec.loader
+        package = importlib.util.module_from_spec(spec)
+        # re-entrant: the __init__ itself may look a name up on its package while it runs;
+        # another thread asking meanwhile waits for it to finish
+        running_init = threading.RLock()
+        started = False
+
+        def run_init(attribute: str) -> Any:
+            nonlocal started
+            with running_init:
+                if not started:
+                    started = True
+                    try:
+                        loader.exec_module(package)
+                    finally:
+                        package.__dict__.pop("__getattr__", None)
+            try:
+                return package.__dict__[attribute]
+            except KeyError:
+                raise AttributeError(f"module {name!r} has no attribute {attribute!r}") from None
+
+        package.__getattr__ = run_init  # type: ignore[attr-defined]  (PEP 562: missing names only)
+        sys.modules[name] = package
+
+
+_DEFERRING = threading.Lock()
+
+
 @functools.cache
 def _jsonrpcserver() -> Any:
-    """jsonrpcserver's dispatch steps, imported at the first request (not on the start-up path)."""
+    """jsonrpcserver's dispatch steps, imported off the start-up path (see warm_up) and without
+    the rest of the package (see _defer_package_init)."""
     from types import SimpleNamespace
+
+    _defer_package_init("jsonrpcserver")
 
     from jsonrpcserver.dispatcher import create_request, dispatch_request, to_response
     from jsonrpcserver.response import InvalidRequestResponse, serialize_error, to_serializable_one
@@ -275,8 +324,9 @@ class Protocol:
 
     @staticmethod
     def _wrap(spec: MethodSpec) -> Callable[..., Any]:
-        from jsonrpcserver import Success
+        _jsonrpcserver()
         from jsonrpcserver.exceptions import JsonRpcError
+        from jsonrpcserver.result import Success
 
         def method(*args: Any, **params: Any) -> Any:
             try:
