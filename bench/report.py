@@ -403,7 +403,7 @@ def markdown(res: dict[str, Any]) -> str:
           f"{_fmt(c['ping_during_ms']['p50'], 1)} ms; every child was announced `QUEUED` "
           f"(at least {c['announced_before_response_min']:,} of 5,000 before the response arrived).\n")
     w("### Start-up and memory\n")
-    w("| case | spawn → `sidecar.ready`, median (min–max) | RSS at ready | 1-min load average before |\n|---|---|---|---|")
+    w("| case | spawn → `sidecar.ready`, median (min–max) | RSS at ready | first `tasks.list` right after ready, median (max) | 1-min load average before |\n|---|---|---|---|---|")
     big_rows = _get(sc, "bigdb", "rows") or plan["big_rows"]
     for key, label in (("startup_new", "new DB file"), ("startup_existing", "existing empty DB"),
                        ("startup_big", f"{big_rows:,} tasks"),
@@ -411,13 +411,15 @@ def markdown(res: dict[str, Any]) -> str:
                        ("startup_frozen_onefile", "frozen one-file build, new DB file")):
         e = sc.get(key)
         if not e or "error" in e:
-            w(f"| {label} | {'failed: ' + str(e.get('error')) if e else 'not run'} | |")
+            w(f"| {label} | {'failed: ' + str(e.get('error')) if e else 'not run'} | | | |")
             continue
         if "not_built" in e:
-            w(f"| {label} | not built (`python build/freeze.py`{' --onefile' if 'onefile' in key else ''}) | |")
+            w(f"| {label} | not built (`python build/freeze.py`{' --onefile' if 'onefile' in key else ''}) | | | |")
             continue
+        first = e.get("first_request_ms")
+        first_cell = f"{_fmt(first['p50'], 2)} ms ({_fmt(first['max'], 2)})" if first and first.get("n") else "–"
         w(f"| {label} | {_fmt(e['ms']['p50'], 1)} ms ({_fmt(e['ms']['min'], 1)}–{_fmt(e['ms']['max'], 1)}) | "
-          f"{_fmt(e['rss_at_ready_mb']['p50'], 1)} MB | {_fmt(e.get('loadavg_1m_before'), 2)} |")
+          f"{_fmt(e['rss_at_ready_mb']['p50'], 1)} MB | {first_cell} | {_fmt(e.get('loadavg_1m_before'), 2)} |")
     w("")
     for key, lead in (("rss", "RSS"), ("rss_pymalloc", "With `PYTHONMALLOC=pymalloc` (Python's own allocator kept): RSS")):
         r = sc.get(key) or {}
