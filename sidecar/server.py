@@ -238,15 +238,17 @@ class Sidecar:
             resume_collection = pause_collection()
             answered = False
             try:
-                answered = protocol.handle(
-                    line, lambda answer: transport.send(answer, on_written=resume_collection)
-                )
+                with self.engine.submits_held():
+                    answered = protocol.handle(
+                        line, lambda answer: transport.send(answer, on_written=resume_collection)
+                    )
             finally:
                 if not answered:  # a notification, or handle() failed: nothing to wait for
                     resume_collection()
         elif reader.has_more():
             # a burst is group-committed by the engine thread
-            protocol.handle(line, transport.send)
+            with self.engine.submits_held():
+                protocol.handle(line, transport.send)
         else:
             with self.engine.caller_runs():
                 protocol.handle(line, transport.send)

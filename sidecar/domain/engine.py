@@ -243,15 +243,19 @@ class Engine:
         return future
 
     @contextlib.contextmanager
-    def caller_runs(self) -> Iterator[None]:
-        """Ops this thread submits inside the block are run by it when the block ends.
+    def submits_held(self, run_inline: bool = False) -> Iterator[None]:
+        """Ops this thread submits inside the block reach the engine when the block ends.
 
-        The reader wraps a lone request in it: when the engine is idle, the request's commit,
-        response and RUNNING notification then happen without waking the engine thread (on a
-        shared VM each wake-up costs 0.1 ms or more). Running them at the end, not in submit(),
-        lets the protocol attach the response to the future first, so the answer still precedes
-        the announcements. Nothing inside the block may wait for one of its own futures. If the
-        engine is busy, the ops go to its inbox as usual.
+        The reader wraps every request in it: the protocol attaches the response to an op's
+        future after submitting the op, and the engine answers and announces a transaction
+        together, answers first (see _run). An op the engine committed before the response was
+        attached would have its answer written after its announcements. Nothing inside the
+        block may wait for one of its own futures.
+
+        With ``run_inline`` (a lone request), the ops are run by this thread when the engine is
+        idle: the request's commit, response and RUNNING notification then happen without
+        waking the engine thread (on a shared VM each wake-up costs 0.1 ms or more). If the
+        engine is busy, they go to its inbox as usual.
         """
         held: list[_Item] = []
         self._held.items = held
@@ -259,9 +263,13 @@ class Engine:
             yield
         finally:
             self._held.items = None
-            if held and not self._run_inline(held):
+            if held and not (run_inline and self._run_inline(held)):
                 for item in held:
                     self._inbox.put(item)
+
+    def caller_runs(self) -> contextlib.AbstractContextManager[None]:
+        """:meth:`submits_held` for a lone request: run by this thread if the engine is idle."""
+        return self.submits_held(run_inline=True)
 
     def _run_inline(self, items: list[_Item]) -> bool:
         if self._conn is None or not self._inbox.empty() or not self._turn.acquire(blocking=False):

@@ -179,3 +179,20 @@ def test_a_failing_batched_write_is_retried_one_report_at_a_time(gates: Gates) -
     assert gates.wait(lambda t: t.get("after", {}).get("status") == "COMPLETED"), gates.tasks
     assert sizes[0] == 4 and set(sizes[1:5]) == {1}
     assert all(gates.status(name) == "COMPLETED" for name in ("a", "b", "child", "parent"))
+
+
+def test_ops_submitted_while_held_reach_the_engine_only_when_the_block_ends(engine_and_waiter) -> None:
+    """The reader submits an op and only then attaches the response to its future; the engine
+    answers a transaction before announcing it only for the futures it finds attached."""
+    engine, wait_completed = engine_and_waiter
+    create = lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0]  # noqa: E731
+    engine.submit(create).result(10)  # the engine thread is up and idle
+    answered_in: list[str] = []
+    with engine.submits_held():
+        future = engine.submit(create)
+        time.sleep(0.2)  # ample time for an engine thread that had the op to commit it
+        assert not future.done(), "the op was committed before the caller attached to it"
+        future.add_done_callback(lambda f: answered_in.append(threading.current_thread().name))
+    task = future.result(10)
+    assert wait_completed(task["id"])
+    assert answered_in and answered_in[0] != threading.current_thread().name, answered_in
