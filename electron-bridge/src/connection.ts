@@ -20,6 +20,7 @@ import {
 
 import { SidecarError } from './errors';
 import { LineDecoder, encodeMessage } from './framing';
+import { OutgoingQueue } from './outgoing';
 import { ClientErrorCode, ErrorCode, type JsonValue } from './protocol';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -60,7 +61,7 @@ export class RpcConnection {
   private readonly pending = new Map<number, string>();
   private nextId = 0;
   private closedError: SidecarError | null = null;
-  private readonly outgoing: Array<{ id: number | undefined; method: string; line: string }> = [];
+  private readonly outgoing = new OutgoingQueue();
   private waitingForDrain = false;
 
   constructor(private readonly opts: ConnectionOptions) {
@@ -155,7 +156,7 @@ export class RpcConnection {
         ),
       );
     }
-    for (const o of this.outgoing.splice(0)) this.failWrite(o.id, o.method, error.message);
+    for (const o of this.outgoing.takeAll()) this.failWrite(o.id, o.method, error.message);
   }
 
   private withMethod(error: SidecarError, method: string): SidecarError {
@@ -192,8 +193,9 @@ export class RpcConnection {
 
   private pump(): void {
     const out = this.opts.output;
-    while (!this.waitingForDrain && this.outgoing.length > 0) {
-      const next = this.outgoing.shift()!;
+    while (!this.waitingForDrain) {
+      const next = this.outgoing.shift();
+      if (next === undefined) break;
       if (out.destroyed || out.writableEnded) {
         this.failWrite(next.id, next.method, 'its stdin is closed');
         continue;
@@ -208,10 +210,7 @@ export class RpcConnection {
 
   /** Drop a request that has not been written yet (its call was aborted or timed out). */
   private unqueue(id: number): boolean {
-    const i = this.outgoing.findIndex((o) => o.id === id);
-    if (i === -1) return false;
-    this.outgoing.splice(i, 1);
-    return true;
+    return this.outgoing.drop(id);
   }
 
   private failWrite(id: number | undefined, method: string, why: string): void {
