@@ -14,6 +14,7 @@ import inspect
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from concurrent.futures import Future
@@ -316,6 +317,7 @@ class Protocol:
         self._dispatch_table()
         for spec in self.methods.values():
             spec.validator.prepare()
+            time.sleep(0)  # let a request that came meanwhile have the GIL now, not in 5 ms
 
     def _dispatch_table(self) -> dict[str, Callable[..., Any]]:
         if self._table is None:
