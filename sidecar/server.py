@@ -245,12 +245,10 @@ class Sidecar:
             finally:
                 if not answered:  # a notification, or handle() failed: nothing to wait for
                     resume_collection()
-        elif reader.has_more():
-            # a burst is group-committed by the engine thread
-            with self.engine.submits_held():
-                protocol.handle(line, transport.send)
         else:
-            with self.engine.caller_runs():
+            # a burst is group-committed by the engine thread; a lone request runs here when the
+            # engine is idle
+            with self.engine.submits_held(run_inline=not reader.has_more()):
                 protocol.handle(line, transport.send)
         return True
 

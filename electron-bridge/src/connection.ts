@@ -122,7 +122,7 @@ export class RpcConnection {
       clearTimeout(timer);
       this.pending.delete(id);
       signal?.removeEventListener('abort', onAbort);
-      this.unqueue(id); // aborted or timed out before it was written: never send it
+      this.outgoing.drop(id); // aborted or timed out before it was written: never send it
     }
     if (response.error) {
       const { code, message, data } = response.error;
@@ -206,11 +206,6 @@ export class RpcConnection {
         this.failWrite(next.id, next.method, String(err));
       }
     }
-  }
-
-  /** Drop a request that has not been written yet (its call was aborted or timed out). */
-  private unqueue(id: number): boolean {
-    return this.outgoing.drop(id);
   }
 
   private failWrite(id: number | undefined, method: string, why: string): void {

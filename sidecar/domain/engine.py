@@ -8,7 +8,7 @@ futures, announces the changed tasks, and starts the handlers it claimed. Nothin
 it is committed. When the transaction's work was handlers finishing, it starts the handlers it
 claims before its commit and, while they report at once, takes further rounds (their reports, the
 next claims) in the same transaction (:meth:`Engine._take_rounds`). When the engine is idle, a caller may run its own ops under the same lock
-(:meth:`Engine.caller_runs`): the single-writer rule holds, one thread wake-up is saved.
+(:meth:`Engine.submits_held`): the single-writer rule holds, one thread wake-up is saved.
 
 Handlers run in their own threads and talk back only by posting ops (progress, checkpoint, finish).
 """
@@ -166,7 +166,7 @@ class Engine:
         self.grace_s = grace_s
         self._inbox: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         # Held by whichever thread runs a transaction or reads the engine's state: the engine thread,
-        # or a caller running its own requests while the engine is idle (see caller_runs).
+        # or a caller running its own requests while the engine is idle (see submits_held).
         self._turn = threading.Lock()
         self._held = threading.local()
         self._sleep_until = -math.inf  # when the engine thread will look again on its own
@@ -266,10 +266,6 @@ class Engine:
             if held and not (run_inline and self._run_inline(held)):
                 for item in held:
                     self._inbox.put(item)
-
-    def caller_runs(self) -> contextlib.AbstractContextManager[None]:
-        """:meth:`submits_held` for a lone request: run by this thread if the engine is idle."""
-        return self.submits_held(run_inline=True)
 
     def _run_inline(self, items: list[_Item]) -> bool:
         if self._conn is None or not self._inbox.empty() or not self._turn.acquire(blocking=False):
