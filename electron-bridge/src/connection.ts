@@ -3,11 +3,11 @@
  * streams in tests).
  *
  * Framing is ours (framing.ts); request/response correlation is delegated to the `json-rpc-2.0`
- * package's `JSONRPCClient` (its pending map settles each call by the answer's id). This class adds
- * what that library leaves to the transport: writing lines with backpressure, routing each incoming line
- * (responses to the library, notifications to a callback, anything else to the logger), turning
- * error responses into `SidecarError`, per-call timeouts, AbortSignal cancellation and failing every pending call
- * when the connection closes.
+ * package's `JSONRPCClient` (its pending map settles each call by the answer's id). This class
+ * adds what that library leaves to the transport: writing lines with backpressure, routing each
+ * incoming line (responses to the library, notifications to a callback, anything else to the
+ * logger), turning error responses into `SidecarError`, per-call timeouts, AbortSignal
+ * cancellation and failing every pending call when the connection closes.
  */
 import type { Readable, Writable } from 'node:stream';
 import {
