@@ -289,20 +289,22 @@ _DEFERRING = threading.Lock()
 
 @functools.cache
 def _jsonrpcserver() -> Any:
-    """jsonrpcserver's dispatch steps, imported off the start-up path (see warm_up) and without
-    the rest of the package (see _defer_package_init)."""
+    """Every jsonrpcserver name the protocol uses, imported off the start-up path (see warm_up)
+    and without the rest of the package (see _defer_package_init): the one place it is imported."""
     from types import SimpleNamespace
 
     _defer_package_init("jsonrpcserver")
 
     from jsonrpcserver.dispatcher import create_request, dispatch_request, to_response
+    from jsonrpcserver.exceptions import JsonRpcError
     from jsonrpcserver.response import InvalidRequestResponse, serialize_error, to_serializable_one
+    from jsonrpcserver.result import Success
     from jsonrpcserver.sentinels import NOCONTEXT, NOID
 
     return SimpleNamespace(
         create_request=create_request, dispatch_request=dispatch_request, to_response=to_response,
         InvalidRequestResponse=InvalidRequestResponse, serialize_error=serialize_error,
-        to_serializable_one=to_serializable_one,
+        to_serializable_one=to_serializable_one, Success=Success, JsonRpcError=JsonRpcError,
         NOCONTEXT=NOCONTEXT, NOID=NOID,
     )
 
@@ -326,9 +328,8 @@ class Protocol:
 
     @staticmethod
     def _wrap(spec: MethodSpec) -> Callable[..., Any]:
-        _jsonrpcserver()
-        from jsonrpcserver.exceptions import JsonRpcError
-        from jsonrpcserver.result import Success
+        rpc = _jsonrpcserver()
+        Success, JsonRpcError = rpc.Success, rpc.JsonRpcError
 
         def method(*args: Any, **params: Any) -> Any:
             try:
