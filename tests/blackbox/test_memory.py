@@ -137,7 +137,8 @@ def test_the_collector_runs_less_often_and_leaves_start_up_objects_alone(start_s
     while True:  # the warm-up thread freezes what start-up made, shortly after ready
         task = sidecar.call("tasks.create", {"type": "test.gc_state"})
         state = sidecar.wait_status(task["id"], "COMPLETED")["result"]
-        if state["frozen"] or time.monotonic() > deadline:
+        # not merely nonzero: CPython 3.12 starts with a few hundred objects frozen already
+        if state["frozen"] > 10_000 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     assert state["threshold"][0] == 10_000  # Python's default: 700

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,21 @@ def db_file(tmp_path: Path) -> Path:
     return path
 
 
+_opened: list[sqlite3.Connection] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_connections() -> Iterator[None]:
+    # Python 3.13 warns about a connection left to the garbage collector, and the warning then
+    # fails whichever later test the collector happens to run in
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    _opened.append(conn)
     conn.execute("PRAGMA journal_mode=wal")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
