@@ -6,10 +6,12 @@ The command comes from ``TASK_SIDECAR_CMD`` (e.g. a frozen binary) or defaults t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shlex
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,6 +24,13 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
+
+
+def db_rows(db: Path | str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """What the database file holds, read on a connection of its own, closed at once (Python 3.13
+    warns about a connection left to the garbage collector)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 def sidecar_command() -> list[str]:

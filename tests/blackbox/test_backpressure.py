@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 import orjson
 
-from tests.sidecar_client import spawn_raw
+from tests.sidecar_client import db_rows, spawn_raw
 
 
 def count_completed(db: Path) -> int:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM tasks WHERE status = 'COMPLETED'").fetchone()[0]
-    finally:
-        conn.close()
+    return db_rows(db, "SELECT COUNT(*) FROM tasks WHERE status = 'COMPLETED'")[0][0]
 
 
 def test_a_reader_that_stops_reading_does_not_stall_work(tmp_path: Path) -> None:

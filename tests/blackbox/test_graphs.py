@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sidecar_client import SidecarProcess
+from tests.sidecar_client import SidecarProcess, db_rows
 
 
 def batch(n: int, *, policy: str = "fail", fail: set[int] = frozenset(), seconds: float = 0.1) -> list[dict]:
@@ -252,8 +252,6 @@ def test_deleting_a_parent_removes_its_subtree(sidecar: SidecarProcess) -> None:
 
 
 def test_stats_stay_exact_through_every_kind_of_change(start_sidecar, db_path: Path) -> None:
-    import sqlite3
-
     first = start_sidecar("--concurrency", "2")
     batch_tasks = first.call("tasks.createMany", {"tasks": batch(6, fail={2}, seconds=0.2)})["tasks"]
     chain = first.call("tasks.createMany", {"tasks": [
@@ -278,13 +276,9 @@ def test_stats_stay_exact_through_every_kind_of_change(start_sidecar, db_path: P
         time.sleep(0.05)
     second.call("tasks.prune", {"statuses": ["CANCELLED"]})
     stats = second.call("tasks.stats")
-    conn = sqlite3.connect(db_path)
-    try:
-        truth: dict[str, dict[str, int]] = {}
-        for type_, status, n in conn.execute("SELECT type, status, COUNT(*) FROM tasks GROUP BY 1, 2"):
-            truth.setdefault(type_, {})[status] = n
-    finally:
-        conn.close()
+    truth: dict[str, dict[str, int]] = {}
+    for type_, status, n in db_rows(db_path, "SELECT type, status, COUNT(*) FROM tasks GROUP BY 1, 2"):
+        truth.setdefault(type_, {})[status] = n
     assert stats["byType"] == truth
     assert stats["total"] == sum(sum(v.values()) for v in truth.values())
 

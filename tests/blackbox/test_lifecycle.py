@@ -15,15 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.sidecar_client import ROOT, SidecarProcess, sidecar_command
-
-
-def db_rows(db: Path, sql: str, *params) -> list[tuple]:
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
+from tests.sidecar_client import ROOT, SidecarProcess, db_rows, sidecar_command
 
 
 def test_ready_is_the_first_line(sidecar: SidecarProcess, db_path: Path) -> None:

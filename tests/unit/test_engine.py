@@ -3,9 +3,7 @@ share a transaction."""
 
 from __future__ import annotations
 
-import contextlib
 import queue
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -18,11 +16,7 @@ from sidecar.errors import StorageError
 from sidecar.handlers.registry import Registry, default_registry
 from sidecar.persistence import migrations, models
 
-
-def query(path: str, sql: str) -> list[tuple[object, ...]]:
-    # closed at once: Python 3.13 warns about a connection left to the garbage collector
-    with contextlib.closing(sqlite3.connect(path)) as conn:
-        return conn.execute(sql).fetchall()
+from tests.sidecar_client import db_rows
 
 
 @pytest.fixture
@@ -64,7 +58,7 @@ def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_inse
         broken.result(10)
     again = engine.submit(create).result(10)
     assert wait_completed(again["id"]), "the rolled-back task kept the only slot"
-    assert query(models.database.database, "SELECT COUNT(*) FROM tasks") == [(2,)]
+    assert db_rows(models.database.database, "SELECT COUNT(*) FROM tasks") == [(2,)]
 
 
 class Gates:
@@ -164,7 +158,7 @@ def test_handlers_finishing_together_end_as_they_would_one_at_a_time(gates: Gate
         assert gates.status(name) == "COMPLETED" and gates.tasks[name]["progress"] == 100
     assert gates.tasks["child"]["result"] == {"gate": "child"}
     assert gates.tasks["parent"]["result"]["children"] == {"completed": 1, "failed": 0, "cancelled": 0}
-    assert query(models.database.database, "SELECT status, COUNT(*) FROM tasks GROUP BY status") == [("COMPLETED", 5)]
+    assert db_rows(models.database.database, "SELECT status, COUNT(*) FROM tasks GROUP BY status") == [("COMPLETED", 5)]
 
 
 def test_a_failing_batched_write_is_retried_one_report_at_a_time(gates: Gates) -> None:
