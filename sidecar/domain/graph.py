@@ -29,6 +29,9 @@ _UNFINISHED = frozenset(s.value for s in UNFINISHED)
 _TERMINAL = frozenset(s.value for s in TERMINAL)
 
 
+EVERYTHING_FINISHED = 2**63 - 1  # a completed_at cutoff no timestamp reaches
+
+
 def _parents_first(new: list[int], parent_of: dict[int, str | None], index_of: dict[str, int]) -> list[int]:
     """``new`` (item indexes) ordered so that a parent created in the same call comes before its
     children. A loop, not a recursive closure: a nested function that calls itself is a reference
@@ -556,7 +559,9 @@ class Graph:
         return {"deleted": 1 + len(subtree)}
 
     def prune(self, tx: "Tx", older_than_ms: int, statuses: list[str]) -> dict[str, int]:
-        cutoff = tx.now - older_than_ms
+        # 0 means every finished task: a task that failed in this very millisecond (or before the
+        # wall clock stepped back) is not "older than now", and the caller still expects it gone
+        cutoff = tx.now - older_than_ms if older_than_ms else EVERYTHING_FINISHED
         deleted: list[str] = []
         while True:
             ids = store.prune(tx.conn, statuses, cutoff)

@@ -61,6 +61,20 @@ def test_a_rolled_back_transaction_gives_back_the_slot_of_a_task_started_on_inse
     assert db_rows(models.database.database, "SELECT COUNT(*) FROM tasks") == [(2,)]
 
 
+def test_prune_of_everything_takes_a_task_finished_in_the_same_millisecond(engine_and_waiter, monkeypatch) -> None:
+    engine, wait_completed = engine_and_waiter
+    task = engine.submit(lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0]).result(10)
+    assert wait_completed(task["id"])
+    [(finished_at,)] = db_rows(models.database.database, "SELECT completed_at FROM tasks")
+    # the prune's transaction reads the clock in the millisecond the task finished in (a fast
+    # client, or a wall clock stepped back): "older than 0 ms" must still mean every finished task
+    monkeypatch.setattr("sidecar.domain.engine.now_ms", lambda: finished_at)
+    prune = lambda older_than_ms: lambda tx: engine.graph.prune(tx, older_than_ms, ["COMPLETED"])  # noqa: E731
+    assert engine.submit(prune(1)).result(10) == {"deleted": 0}, "finished 0 ms ago is not more than 1 ms ago"
+    assert engine.submit(prune(0)).result(10) == {"deleted": 1}
+    assert db_rows(models.database.database, "SELECT COUNT(*) FROM tasks") == [(0,)]
+
+
 class Gates:
     """Handlers that return only when their gate opens, in an order the test chooses."""
 
