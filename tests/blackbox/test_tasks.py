@@ -305,6 +305,16 @@ def test_stats_delete_and_prune(sidecar: SidecarProcess) -> None:
     assert sidecar.call("tasks.stats")["total"] == 1
 
 
+def test_clearing_finished_tasks_takes_one_that_just_finished(sidecar: SidecarProcess) -> None:
+    # An Activity Center's "clear finished" pressed the moment a task ends: the prune often runs in
+    # the very millisecond the task finished in, and must still take it
+    for _ in range(40):
+        task = sidecar.call("tasks.create", {"type": "demo.noop"})
+        sidecar.wait_status(task["id"], "COMPLETED")
+        assert sidecar.call("tasks.prune", {}) == {"deleted": 1}
+    assert sidecar.call("tasks.stats")["total"] == 0
+
+
 @pytest.mark.parametrize("n", [1, 50])
 def test_concurrency_is_respected(start_sidecar, n: int) -> None:
     sidecar = start_sidecar("--concurrency", "2")
