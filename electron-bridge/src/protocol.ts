@@ -158,7 +158,9 @@ export interface ListTasksParams {
 }
 
 export interface PruneParams {
+  /** Only tasks that finished more than this many ms ago; 0 or absent: every finished task, even one that finished just now. */
   olderThanMs?: number;
+  /** Which terminal statuses to remove; absent: all of them. */
   statuses?: TerminalStatus[];
 }
 
