@@ -21,9 +21,10 @@ def progress(ctx: Any) -> dict[str, Any]:
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
+    reporting_s = time.perf_counter() - start  # the rate asked for is over these seconds, not the linger
     # stay RUNNING a little: the coalesced last value must reach the client as a progress update
     time.sleep(linger)
-    return {"ticks": n, "seconds": round(time.perf_counter() - start, 3)}
+    return {"ticks": n, "seconds": round(reporting_s, 3)}
 
 
 @handler("bench.hold", details_schema={"type": "object"})
