@@ -32,8 +32,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--db", default=os.environ.get(DEFAULT_DB_ENV),
                    help=f"SQLite database file (env {DEFAULT_DB_ENV}; default: the user data directory)")
-    p.add_argument("--handlers", action="append", default=[], metavar="MODULE",
-                   help="import MODULE to register task handlers (repeatable)")
+    p.add_argument("--handlers", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="load a module by name, or a .py file by path, to register task handlers "
+                        "(repeatable; exit 5 if one cannot be loaded)")
     p.add_argument("--concurrency", type=positive_int, default=4, help="global limit of running tasks")
     p.add_argument("--durability", choices=("normal", "full"), default="normal",
                    help="SQLite synchronous mode: normal (WAL, fast) or full (fsync every commit)")

@@ -22,7 +22,7 @@ from sidecar import PROTOCOL_VERSION, __version__
 from sidecar.domain.engine import Engine, now_ms
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
-from sidecar.handlers.registry import AppOptions, Registry, default_registry, load_modules
+from sidecar.handlers.registry import AppOptions, HandlerLoadError, Registry, default_registry, load_modules
 from sidecar.memory import pause_collection, release_free_memory
 from sidecar.methods import build_methods
 from sidecar.persistence import migrations, models, store
@@ -36,6 +36,7 @@ INLINE_MAX_BYTES = 16 * 1024  # a lone request up to this size runs its transact
 EXIT_OK = 0
 EXIT_LOCKED = 3
 EXIT_DATABASE = 4
+EXIT_HANDLERS = 5  # a --handlers module or file cannot be loaded
 
 
 @dataclass
@@ -96,7 +97,12 @@ class Sidecar:
             allow_programs=dict(self.config.allow_programs),
             allow_hosts=list(self.config.allow_hosts),
         )
-        load_modules(self.config.handler_modules)
+        try:
+            load_modules(self.config.handler_modules)
+        except HandlerLoadError as exc:
+            # the traceback, when there is one, is the app's own module raising: the developer needs it
+            log.error("%s", exc, exc_info=exc.__cause__)
+            return EXIT_HANDLERS
         lock = FileLock(self.db_path + ".lock", mode=0o600)
         try:
             # Private to the user: tasks' details and results may name their files and URLs.

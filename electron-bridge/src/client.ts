@@ -54,7 +54,7 @@ export interface SidecarClientOptions {
   cwd?: string;
   /** Added to process.env for the sidecar (PYTHONUTF8=1 is always set). */
   env?: NodeJS.ProcessEnv;
-  /** Python modules registering handlers (`--handlers X` each). */
+  /** Handler modules to load (`--handlers X` each): module names, or from source the paths of `.py` files (a frozen sidecar loads only modules frozen into it). */
   handlers?: string[];
   /** More sidecar options appended last, e.g. `['--concurrency', '2']`. */
   extraArgs?: string[];

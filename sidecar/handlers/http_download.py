@@ -3,7 +3,7 @@
 Only the standard library (``http.client``): it gives us the connection's socket, so a cancel can
 interrupt a blocked read at once, and lets every redirect be checked against ``--allow-host``.
 
-Apps can call :func:`download` from their own handlers (see ``examples/playlistify_handlers.py``).
+Apps can call :func:`download` from their own handlers (see ``docs/examples/playlistify_handlers.py``).
 """
 
 from __future__ import annotations

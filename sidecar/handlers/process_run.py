@@ -5,7 +5,7 @@ can only pick such a NAME and its arguments, never a path or a shell string. Not
 program runs with whatever arguments the task gives it, so allow only programs you are prepared to
 expose that way.
 
-Apps can call :func:`run_program` from their own handlers (see ``examples/playlistify_handlers.py``).
+Apps can call :func:`run_program` from their own handlers (see ``docs/examples/playlistify_handlers.py``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -119,14 +120,80 @@ default_registry = Registry()
 handler = default_registry.handler
 
 
-def load_modules(names: list[str]) -> None:
-    """Import the app's handler modules (``--handlers``); they register into the default registry.
+class HandlerLoadError(Exception):
+    """A ``--handlers`` module or file that cannot be loaded; the message names it and says why."""
 
-    The working directory is importable (last, so it never shadows an installed module), so
-    ``--handlers myapp.handlers`` works from the app's folder with the installed ``task-sidecar``
-    script too. A frozen build imports only what was frozen into it.
+
+def load_modules(names: list[str]) -> None:
+    """Load the app's handler modules (``--handlers``); they register into the default registry.
+
+    Each is a module name or, from source, the path of a ``.py`` file. The working directory is
+    importable (last, so it never shadows an installed module), so ``--handlers myapp.handlers``
+    works from the app's folder with the installed ``task-sidecar`` script too. A frozen build runs
+    only the modules frozen into it: no file, nothing from the working directory, because a shipped
+    app's sidecar must never turn a ``.py`` file someone left on disk into code.
     """
-    if names and not getattr(sys, "frozen", False) and os.getcwd() not in sys.path and "" not in sys.path:
+    frozen = getattr(sys, "frozen", False)
+    if names and not frozen and os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
     for name in names:
+        try:
+            if _is_file_path(name):
+                if frozen:
+                    raise HandlerLoadError(
+                        f"--handlers {name}: a frozen build loads only handler modules frozen into it, "
+                        "never a file (freeze it in: build/freeze.py --handlers MODULE --path DIR)"
+                    )
+                _load_file(name)
+            else:
+                _import(name, frozen)
+        except HandlerLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the app's module raised while loading: say which
+            raise HandlerLoadError(f"--handlers {name}: loading it raised {type(exc).__name__}: {exc}") from exc
+
+
+def _is_file_path(name: str) -> bool:
+    return name.endswith(".py") or os.sep in name or (os.altsep is not None and os.altsep in name)
+
+
+def _import(name: str, frozen: bool) -> None:
+    try:
         importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        # only when the module named is what is missing; a module it imports that is missing is
+        # a bug inside it, reported with its traceback like any other
+        if exc.name is None or not (name == exc.name or name.startswith(exc.name + ".")):
+            raise
+        hint = ("a frozen build has only the modules frozen into it" if frozen
+                else "give a module importable from the working directory, or the path of a .py file")
+        raise HandlerLoadError(f"--handlers {name}: no module named {exc.name!r} ({hint})") from None
+
+
+def _load_file(path: str) -> None:
+    full = os.path.abspath(path)
+    if not os.path.isfile(full):
+        raise HandlerLoadError(f"--handlers {path}: no such file ({full})")
+    name = os.path.splitext(os.path.basename(full))[0]
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if os.path.abspath(getattr(loaded, "__file__", "") or "") == full:
+            return  # given twice
+        raise HandlerLoadError(
+            f"--handlers {path}: a module named {name!r} is loaded already ({getattr(loaded, '__file__', None) or 'built in'}); "
+            "rename the file"
+        )
+    # as `python FILE` would: modules beside the file are importable (appended, never shadowing)
+    folder = os.path.dirname(full)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(name, full)
+    if spec is None or spec.loader is None:
+        raise HandlerLoadError(f"--handlers {path}: not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise

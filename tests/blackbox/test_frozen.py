@@ -133,9 +133,23 @@ def test_a_handler_module_not_frozen_in_fails_loudly(binary: Path, tmp_path: Pat
     done = subprocess.run([str(binary), "--db", str(tmp_path / "t.db"), "--handlers", "not_frozen_in_here"],
                           stdin=subprocess.DEVNULL, capture_output=True, cwd=tmp_path, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
-    assert done.returncode != 0
+    assert done.returncode == 5
     assert done.stdout == b""
-    assert b"not_frozen_in_here" in done.stderr
+    assert b"--handlers not_frozen_in_here: no module named 'not_frozen_in_here'" in done.stderr
+
+
+def test_a_frozen_sidecar_refuses_a_handler_file(binary: Path, tmp_path: Path) -> None:
+    # from source --handlers takes a .py path; a shipped binary must never turn a file into code
+    (tmp_path / "dropped_handlers.py").write_text(
+        "from sidecar.handlers import handler\n"
+        "@handler('dropped.file')\n"
+        "def dropped(ctx):\n    return {}\n"
+    )
+    done = subprocess.run([str(binary), "--db", str(tmp_path / "t.db"), "--handlers", str(tmp_path / "dropped_handlers.py")],
+                          stdin=subprocess.DEVNULL, capture_output=True, cwd=tmp_path, timeout=60)
+    assert done.returncode == 5 and done.stdout == b""
+    assert b"a frozen build loads only handler modules frozen into it, never a file" in done.stderr
+    assert not (tmp_path / "t.db").exists()
 
 
 def test_a_frozen_sidecar_does_not_import_from_its_working_directory(binary: Path, tmp_path: Path) -> None:

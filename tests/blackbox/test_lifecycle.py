@@ -221,6 +221,60 @@ def test_a_corrupt_database_can_be_moved_aside_explicitly(tmp_path: Path, start_
     assert sidecar.wait_status(task["id"], "COMPLETED")["id"] == task["id"]
 
 
+APP_HANDLERS_FILE = """
+from sidecar.handlers import handler
+from playlistify_settings_for_test import GREETING  # a module beside the file, as `python FILE` finds it
+
+
+@handler("myapp.greet")
+def greet(ctx):
+    return {"text": f"{GREETING}, {ctx.details['name']}"}
+"""
+
+
+FROM_SOURCE = pytest.mark.skipif(
+    bool(os.environ.get("TASK_SIDECAR_CMD")),
+    reason="a frozen build never loads a handler file (tests/blackbox/test_frozen.py checks that it refuses)",
+)
+
+
+@FROM_SOURCE
+def test_handlers_can_be_given_as_the_path_of_a_file(tmp_path: Path, start_sidecar) -> None:
+    app = tmp_path / "my app"  # a space, as in "Application Support"
+    app.mkdir()
+    (app / "myapp_task_handlers.py").write_text(APP_HANDLERS_FILE)
+    (app / "playlistify_settings_for_test.py").write_text('GREETING = "hello"\n')
+    sidecar = start_sidecar("--handlers", str(app / "myapp_task_handlers.py"))
+    assert "myapp.greet" in {h["type"] for h in sidecar.call("system.info")["handlers"]}
+    task = sidecar.call("tasks.create", {"type": "myapp.greet", "details": {"name": "Ada"}})
+    assert sidecar.wait_status(task["id"], "COMPLETED")["result"] == {"text": "hello, Ada"}
+
+
+@pytest.mark.parametrize("kind", [
+    "missing module", pytest.param("missing file", marks=FROM_SOURCE), pytest.param("module that raises", marks=FROM_SOURCE),
+])
+def test_handlers_that_cannot_be_loaded_are_a_clear_start_up_error(tmp_path: Path, kind: str) -> None:
+    broken = tmp_path / "broken_app_handlers.py"
+    broken.write_text('raise RuntimeError("the app\'s handler module is broken")\n')
+    given, says = {
+        "missing module": ("no_such_app.handlers", "no module named 'no_such_app'"),
+        "missing file": (str(tmp_path / "absent.py"), "no such file"),
+        "module that raises": (str(broken), "loading it raised RuntimeError: the app's handler module is broken"),
+    }[kind]
+    result = subprocess.run(
+        [*sidecar_command(), "--db", str(tmp_path / "t.db"), "--handlers", given], cwd=ROOT,
+        stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
+    )
+    assert result.returncode == 5 and result.stdout == b""
+    stderr = result.stderr.decode()
+    assert f"--handlers {given}: {says}" in stderr
+    if kind == "module that raises":  # the developer gets the traceback into their own file
+        assert 'broken_app_handlers.py", line 1' in stderr
+    else:
+        assert "Traceback" not in stderr
+    assert not (tmp_path / "t.db").exists(), "nothing is created before the handlers load"
+
+
 def test_rpc_discover_describes_every_method(sidecar: SidecarProcess) -> None:
     doc = sidecar.call("rpc.discover")
     names = {m["name"] for m in doc["methods"]}

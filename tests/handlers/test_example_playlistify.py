@@ -1,8 +1,9 @@
-"""examples/playlistify_handlers.py: parsing, and a whole import through a real sidecar."""
+"""docs/examples/playlistify_handlers.py: parsing, and a whole import through a real sidecar."""
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import stat
@@ -10,7 +11,22 @@ import sys
 
 import pytest
 
-from examples.playlistify_handlers import entry_filename, is_direct_media, parse_playlist, safe_filename
+from tests.sidecar_client import ROOT
+
+EXAMPLE = ROOT / "docs" / "examples" / "playlistify_handlers.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("playlistify_handlers", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as the sidecar loads it: the dataclasses inside look it up
+    spec.loader.exec_module(module)
+    return module
+
+
+_example = _load_example()
+entry_filename, is_direct_media = _example.entry_filename, _example.is_direct_media
+parse_playlist, safe_filename = _example.parse_playlist, _example.safe_filename
 
 FAKE_YTDLP = """#!{python}
 # Stands in for yt-dlp: writes the file named by -o, prints --newline progress like yt-dlp does.
@@ -67,7 +83,7 @@ def test_import_a_playlist_through_the_sidecar(start_sidecar, http_server, tmp_p
     for entry in playlist["entries"]:
         entry["url"] = http_server.base + entry["url"]
     url = http_server.add("/lists/mix.json", json.dumps(playlist).encode())
-    sidecar = start_sidecar("--handlers", "examples.playlistify_handlers", "--allow-dir", str(videos),
+    sidecar = start_sidecar("--handlers", str(EXAMPLE), "--allow-dir", str(videos),
                             "--allow-program", f"yt-dlp={fake}")
 
     err = sidecar.error("tasks.create", {"type": "IMPORT_PLAYLIST",

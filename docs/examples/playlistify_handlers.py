@@ -1,9 +1,8 @@
 """An app-shaped example: import a playlist, download every entry as a child task.
 
-Run it from the repository root (``--handlers`` imports by module name; the installed script does
-not search the current directory, hence ``PYTHONPATH=.``; ``python -m sidecar`` does)::
+Load it by its path (``--handlers`` takes a module name or a ``.py`` file)::
 
-    PYTHONPATH=. task-sidecar --db x.db --handlers examples.playlistify_handlers \\
+    task-sidecar --db x.db --handlers docs/examples/playlistify_handlers.py \\
         --allow-dir ~/Videos --allow-program yt-dlp=/usr/bin/yt-dlp
 
 then, over the protocol::

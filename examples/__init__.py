@@ -1,1 +1,0 @@
-"""Example handler modules (load one with ``--handlers examples.<module>``)."""
