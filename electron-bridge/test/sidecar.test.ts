@@ -330,6 +330,16 @@ test('a second sidecar on the same database is refused: start rejects with its s
   assert.equal(await shared.client.system.ping(), 'pong', 'the first one is unharmed');
 });
 
+test('handlers that cannot be loaded: start rejects with exit code 5 and the sidecar\'s reason', async () => {
+  await assert.rejects(start({ handlers: ['no_such_app_handlers'], restart: false }), (err: unknown) => {
+    assert.ok(err instanceof SidecarError);
+    assert.equal(err.code, ClientErrorCode.StartFailed);
+    assert.equal((err.data as { exitCode: number }).exitCode, 5);
+    assert.match(err.message, /--handlers no_such_app_handlers: no module named 'no_such_app_handlers'/);
+    return true;
+  });
+});
+
 test('graph methods (issue 4): a batch tree, aggregate progress, dependencies, cycles, pause/resume, queue control', async (t) => {
   const { client } = await start();
   const probe = await client.tasks.create({ type: 'demo.noop' });
