@@ -223,7 +223,7 @@ def test_a_corrupt_database_can_be_moved_aside_explicitly(tmp_path: Path, start_
 
 APP_HANDLERS_FILE = """
 from sidecar.handlers import handler
-from playlistify_settings_for_test import GREETING  # a module beside the file, as `python FILE` finds it
+from myapp_settings_beside_handlers import GREETING  # a module beside the file, as `python FILE` finds it
 
 
 @handler("myapp.greet")
@@ -243,7 +243,7 @@ def test_handlers_can_be_given_as_the_path_of_a_file(tmp_path: Path, start_sidec
     app = tmp_path / "my app"  # a space, as in "Application Support"
     app.mkdir()
     (app / "myapp_task_handlers.py").write_text(APP_HANDLERS_FILE)
-    (app / "playlistify_settings_for_test.py").write_text('GREETING = "hello"\n')
+    (app / "myapp_settings_beside_handlers.py").write_text('GREETING = "hello"\n')
     sidecar = start_sidecar("--handlers", str(app / "myapp_task_handlers.py"))
     assert "myapp.greet" in {h["type"] for h in sidecar.call("system.info")["handlers"]}
     task = sidecar.call("tasks.create", {"type": "myapp.greet", "details": {"name": "Ada"}})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import stat
@@ -11,20 +10,14 @@ import sys
 
 import pytest
 
+from sidecar.handlers.registry import load_modules
 from tests.sidecar_client import ROOT
 
 EXAMPLE = ROOT / "docs" / "examples" / "playlistify_handlers.py"
 
 
-def _load_example():
-    spec = importlib.util.spec_from_file_location("playlistify_handlers", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # as the sidecar loads it: the dataclasses inside look it up
-    spec.loader.exec_module(module)
-    return module
-
-
-_example = _load_example()
+load_modules([str(EXAMPLE)])  # the sidecar's own loader, as --handlers uses it
+_example = sys.modules["playlistify_handlers"]
 entry_filename, is_direct_media = _example.entry_filename, _example.is_direct_media
 parse_playlist, safe_filename = _example.parse_playlist, _example.safe_filename
 
