@@ -118,6 +118,17 @@ class Sidecar:
             log.error("cannot use database %s: %s (is the directory writable?)", self.db_path, exc)
             return EXIT_DATABASE
         try:
+            notifier = Notifier(transport.send, transport.send_many)
+            self.engine = Engine(
+                models.new_connection,
+                self.registry,
+                announce=notifier.tasks_updated,
+                announce_deleted=notifier.task_deleted,
+                notify=notifier.notify,
+                concurrency=self.config.concurrency,
+                grace_s=self.config.grace_s,
+                hold_output=transport.held,
+            )
             try:
                 recovered = self._open_database()
             except migrations.SchemaTooNew as exc:
@@ -138,17 +149,6 @@ class Sidecar:
                 moved = self._move_aside(exc)
                 recovered = self._open_database()
                 recovered["movedAside"] = moved
-            notifier = Notifier(transport.send, transport.send_many)
-            self.engine = Engine(
-                models.new_connection,
-                self.registry,
-                announce=notifier.tasks_updated,
-                announce_deleted=notifier.task_deleted,
-                notify=notifier.notify,
-                concurrency=self.config.concurrency,
-                grace_s=self.config.grace_s,
-                hold_output=transport.held,
-            )
             protocol = Protocol(build_methods(self))
             # ready is the first line: announced before the engine may claim (and announce) work
             notifier.notify(
@@ -193,6 +193,7 @@ class Sidecar:
         return target
 
     def _open_database(self) -> dict[str, Any]:
+        """Open and migrate the database, then recover what a crash interrupted (the counts)."""
         if not os.path.exists(self.db_path):
             # Create it private: SQLite gives the -wal and -shm files the database file's mode.
             os.close(os.open(self.db_path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -200,13 +201,8 @@ class Sidecar:
             self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
         )
         migrations.upgrade(db)
-        conn = db.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        requeued, failed = store.recover_interrupted(conn, now_ms())
-        conn.execute("COMMIT")
-        if requeued or failed:
-            log.info("recovered interrupted tasks: %d requeued, %d failed", requeued, failed)
-        return {"requeued": requeued, "failed": failed}
+        assert self.engine is not None
+        return self.engine.recover()
 
     def _serve(self, transport: Transport, protocol: Protocol) -> None:
         while self._serve_next(transport, protocol):

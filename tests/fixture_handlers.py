@@ -123,3 +123,28 @@ def gc_garbage(ctx: TaskContext) -> dict:
     gc.set_debug(0)
     gc.garbage.clear()
     return {"types": types}
+
+
+@handler("test.slow_to_stop")
+def slow_to_stop(ctx: TaskContext) -> dict:
+    """Looks for a stop only every ``every`` seconds, as a handler in blocking I/O does: a second
+    request (cancel after pause) arrives while the first is still pending."""
+    end = time.monotonic() + float(ctx.details.get("seconds", 30))
+    while time.monotonic() < end:
+        time.sleep(float(ctx.details.get("every", 1.0)))
+        ctx.raise_if_cancelled()
+    return {"finished": True}
+
+
+@handler("test.slow_to_stop_timeout", timeout_s=0.5, max_attempts=3, retry_base_s=0.1, retry_max_s=0.2)
+def slow_to_stop_timeout(ctx: TaskContext) -> dict:
+    return slow_to_stop(ctx)
+
+
+@handler("test.spawn_then_fail", max_attempts=1)
+def spawn_then_fail(ctx: TaskContext) -> dict:
+    """Spawns ``n`` children that run for a while, then fails for good."""
+    seconds = float(ctx.details.get("seconds", 30))
+    ctx.spawn_many([{"type": "test.ignores_cancel", "details": {"seconds": seconds}}
+                    for _ in range(int(ctx.details.get("n", 2)))])
+    raise RuntimeError("the parent failed after spawning")

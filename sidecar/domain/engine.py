@@ -193,9 +193,37 @@ class Engine:
 
     # ------------------------------------------------------------ public, any thread
 
+    def recover(self) -> dict[str, int]:
+        """After a crash, before :meth:`start`: put the interrupted (RUNNING) tasks back to QUEUED,
+        or end them FAILED when that was their last attempt, and settle what waited on those (their
+        dependents, their parents, their own children) in the same transaction.
+
+        Nothing of it is announced: it happens before ``sidecar.ready``, and a client reads the
+        tasks once ready (the counts go in ``ready``'s ``recovered``).
+        """
+        conn = self._connect()
+        try:
+            tx = Tx(conn, now_ms())
+            conn.execute("BEGIN IMMEDIATE")
+            requeued, failed = store.recover_interrupted(conn, tx.now)
+            self.graph.ended_outside(tx, failed)
+            self._dirty_parents = tx.dirty
+            self._op_aggregate(tx)
+            store.apply_counts(conn, tx.counts)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            conn.close()  # the file may be moved aside next (a corrupt database)
+            raise
+        self._conn = conn
+        if requeued or failed:
+            log.info("recovered interrupted tasks: %d requeued, %d failed", requeued, len(failed))
+        return {"requeued": requeued, "failed": len(failed)}
+
     def start(self) -> None:
         # settings first, in the caller's thread: queue.status may be answered before the loop runs
-        conn = self._connect()
+        conn = self._conn or self._connect()
         self.queue.load(conn)
         self._queued = store.queued_by_type(conn)
         self._conn = conn
@@ -910,7 +938,8 @@ class Engine:
             )
             self.wake()
         else:
-            self.graph.end(tx, ctx.id, Status.FAILED, error=text, **extra)
+            # its children would run on under a task that is over: cancelled, like a failed child's siblings
+            self.graph.end(tx, ctx.id, Status.FAILED, error=text, and_descendants=True, **extra)
 
     # ------------------------------------------------------------ lifecycle ops
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sidecar.domain.states import TERMINAL, UNFINISHED, Status
+from sidecar.handlers.context import STOP_PRECEDENCE
 from sidecar.errors import DependencyCycle, InvalidParams, InvalidTransition, TaskNotFound
 from sidecar.persistence import store
 from sidecar.persistence.store import Row, Task
@@ -90,20 +91,27 @@ class Graph:
             tx.announce(row)
         return row
 
-    def end(self, tx: "Tx", task_id: str, target: Status, **sets: Any) -> Row | None:
-        """Move to a terminal status, then settle everything that waited on this task."""
+    def end(self, tx: "Tx", task_id: str, target: Status, *, and_descendants: bool = False, **sets: Any) -> Row | None:
+        """Move to a terminal status (``and_descendants``: cancelling its unfinished descendants),
+        then settle everything that waited on this task."""
         sets.setdefault("completed_at", tx.now)
         row = self.move(tx, task_id, target, **sets)
         if row is not None:
+            if and_descendants:
+                self._cancel_descendants(tx, task_id)
             self.settle(tx, self.consequences(tx, row))
         return row
 
     def _stop_running(self, tx: "Tx", task_id: str, reason: str, message: str) -> Row | None:
         """Signal a running handler; it ends in the reason's status when it stops (or is abandoned)."""
         running = self.engine.running(task_id)
-        if running is None or running.ctx.stop_reason is not None:
+        if running is None:
             return None
-        tx.stopping[task_id] = reason
+        asked = running.ctx.stop_reason
+        if asked is not None and STOP_PRECEDENCE[reason] <= STOP_PRECEDENCE[asked]:
+            return None  # a stop that decides as much was asked already
+        if STOP_PRECEDENCE[reason] >= STOP_PRECEDENCE.get(tx.stopping.get(task_id, ""), -1):
+            tx.stopping[task_id] = reason
         tx.after.append(partial(running.ctx.request_stop, reason))
         self.engine.abandon_later(running.ctx)
         row = store.set_message(tx.conn, task_id, message, tx.now)
@@ -328,17 +336,27 @@ class Graph:
         parent = store.get(tx.conn, parent_id)
         if parent is None or _status(parent) in _TERMINAL:
             return todo
-        if (
-            status in ("FAILED", "CANCELLED")
-            and parent[store.I_POLICY] == "fail"
-            and self._stopping_reason(tx, parent_id) != "cancel"
-        ):
+        if self._stopping_reason(tx, parent_id) == "cancel":
+            # Being cancelled: it ends CANCELLED whatever its children do. Settled now, a waiting
+            # parent whose last children were just cancelled would complete or fail instead.
+            return todo
+        if status in ("FAILED", "CANCELLED") and parent[store.I_POLICY] == "fail":
             verb = "failed" if status == "FAILED" else "was cancelled"
             detail = f": {row[store.I_ERROR]}" if status == "FAILED" and row[store.I_ERROR] else ""
             self._fail_parent(tx, parent, f"child {task_id} ({row[store.I_TYPE]}) {verb}{detail}")
             return todo
         todo.append(parent_id)
         return todo
+
+    def ended_outside(self, tx: "Tx", task_ids: list[str]) -> None:
+        """Tasks a bare UPDATE ended FAILED (recovery after a crash): cancel their unfinished
+        descendants and settle what waited on them, as :meth:`end` does."""
+        for task_id in task_ids:
+            row = store.get(tx.conn, task_id)
+            if row is None or _status(row) not in _TERMINAL:
+                continue
+            self._cancel_descendants(tx, task_id)
+            self.settle(tx, self.consequences(tx, row))
 
     def _fail_parent(self, tx: "Tx", parent: Row, error: str) -> None:
         parent_id = parent[0]
@@ -475,7 +493,7 @@ class Graph:
         status = _status(row)
         if status in _TERMINAL:
             raise InvalidTransition(task_id, status, Status.CANCELLED)
-        tx.stopping.setdefault(task_id, "cancel")
+        tx.stopping[task_id] = "cancel"
         if status == "RUNNING":
             self._stop_running(tx, task_id, "cancel", "cancelling")
             self._cancel_descendants(tx, task_id)
@@ -489,7 +507,7 @@ class Graph:
             child_id, status = child[0], _status(child)
             if status in _TERMINAL:
                 continue
-            tx.stopping.setdefault(child_id, "cancel")
+            tx.stopping[child_id] = "cancel"
             if status == "RUNNING":
                 self._stop_running(tx, child_id, "cancel", "cancelling")
             else:

@@ -15,6 +15,12 @@ class TaskError(Exception):
         self.retryable = retryable
 
 
+# Which stop decides how a task ends when several were asked before its handler stopped: a user's
+# cancel over their pause, either over the sidecar's own shutdown (which puts the task back to
+# QUEUED), and any of them over a timeout (a retry).
+STOP_PRECEDENCE = {"timeout": 0, "shutdown": 1, "pause": 2, "cancel": 3}
+
+
 class TaskCancelled(Exception):
     """Raised inside a handler by :meth:`TaskContext.raise_if_cancelled` once a stop was asked."""
 
@@ -150,11 +156,18 @@ class TaskContext:
 
     # ------------------------------------------------------------ for the engine
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: str) -> bool:
+        """Ask the handler to stop for ``reason``; False if a stop that outranks it was asked already.
+
+        A later, stronger request replaces the reason the task will end with: a user who pauses a
+        download and then cancels it (before its handler noticed the pause) wants it cancelled.
+        """
         with self._lock:
-            if not self._stop.is_set():
-                self.stop_reason = reason
-                self._stop.set()
+            if self.stop_reason is not None and STOP_PRECEDENCE[reason] <= STOP_PRECEDENCE[self.stop_reason]:
+                return False
+            self.stop_reason = reason
+            self._stop.set()
+            return True
 
     def take_progress(self) -> tuple[float, str | None] | None:
         with self._lock:

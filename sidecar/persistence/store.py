@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from sidecar.domain.states import Status, check, sources
+from sidecar.domain.states import TERMINAL, Status, check, sources
 
 COLUMNS: tuple[str, ...] = (
     "id",
@@ -368,8 +368,10 @@ def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int
     return row[0] if row else None
 
 
-def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
-    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts.
+def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, list[str]]:
+    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts. Returns
+    how many were requeued and the ids of the failed ones (what waited on them is the graph's to
+    settle).
 
     A requeued task keeps its place in the queue (its run_at; never later than now, should the clock
     have gone back). The RUNNING rows are found type by type in the (type, status) index: a file
@@ -377,7 +379,7 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
     """
     types = present_types(conn)
     if not types:
-        return 0, 0
+        return 0, []
     running = f'"type" IN ({", ".join("?" * len(types))}) AND "status" = \'RUNNING\''
     deltas: dict[tuple[str, str], int] = {}
     requeued = conn.execute(
@@ -390,15 +392,15 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, int]:
         'UPDATE "tasks" SET "status" = \'FAILED\', "prev_status" = "status", "completed_at" = ?, '
         '"updated_at" = ?, '
         '"error" = \'interrupted: the sidecar stopped during the last of \' || "max_attempts" || \' attempts\', '
-        f'"version" = "version" + 1 WHERE {running} RETURNING "type"',
+        f'"version" = "version" + 1 WHERE {running} RETURNING "type", "id"',
         (now, now, *types),
     ).fetchall()
     for rows, status in ((requeued, "QUEUED"), (failed, "FAILED")):
-        for (type_,) in rows:
+        for type_, *_ in rows:
             deltas[(type_, "RUNNING")] = deltas.get((type_, "RUNNING"), 0) - 1
             deltas[(type_, status)] = deltas.get((type_, status), 0) + 1
     apply_counts(conn, deltas)
-    return len(requeued), len(failed)
+    return len(requeued), [task_id for _, task_id in failed]
 
 
 # A skip-scan of the (type, status, created_at) index: one seek for each type present.
@@ -457,21 +459,26 @@ def prune(
     ]
     if not roots:
         return []
+    below = conn.execute(
+        'WITH RECURSIVE sub("id", "root", "status") AS (SELECT "id", "parent_id", "status" FROM "tasks" '
+        'WHERE "parent_id" IN (SELECT "value" FROM json_each(?)) '
+        'UNION SELECT t."id", sub."root", t."status" FROM "tasks" t JOIN sub ON t."parent_id" = sub."id") '
+        'SELECT "id", "root", "status" FROM sub',
+        (dumps(roots),),
+    ).fetchall()
+    # A finished task whose grandchildren still run (a parent that failed while its children were
+    # being stopped) is not pruned yet: the cascade would delete tasks whose handlers still run.
+    busy = {root for _, root, status in below if status not in TERMINAL}
+    if busy:
+        roots = [r for r in roots if r not in busy]
+        below = [b for b in below if b[1] not in busy]
+        if not roots:
+            return []
     # The ids go in as one JSON array: a statement with one "?" per id would be a new statement
     # each time, and the connection's statement cache kept up to 128 of them (SQLite's memory grew
     # by ~0.5 MB a second in the soak until the cache was full).
-    root_list = dumps(roots)
-    below = [
-        r[0]
-        for r in conn.execute(
-            'WITH RECURSIVE sub("id") AS (SELECT "id" FROM "tasks" WHERE "parent_id" IN '
-            '(SELECT "value" FROM json_each(?)) '
-            'UNION SELECT t."id" FROM "tasks" t JOIN sub ON t."parent_id" = sub."id") SELECT "id" FROM sub',
-            (root_list,),
-        )
-    ]
-    conn.execute('DELETE FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (root_list,))
-    return list(dict.fromkeys([*roots, *below]))
+    conn.execute('DELETE FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (dumps(roots),))
+    return list(dict.fromkeys([*roots, *(b[0] for b in below)]))
 
 
 # ---------------------------------------------------------------- reads

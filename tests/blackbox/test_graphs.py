@@ -299,3 +299,105 @@ def test_a_tree_listed_children_first_is_created_parents_first_and_runs_to_the_r
     assert sorted(child["id"] for child in tree["children"]) == sorted([ids["video"], ids["other"]])
     video = next(child for child in tree["children"] if child["id"] == ids["video"])
     assert sorted(child["id"] for child in video["children"]) == sorted([ids["clip"], ids["thumb"]])
+
+
+@pytest.mark.parametrize("policy", ["fail", "continue"])
+def test_cancelling_a_waiting_parent_whose_children_have_not_started_ends_it_cancelled(
+    sidecar: SidecarProcess, policy: str
+) -> None:
+    sidecar.call("queue.pause", {"type": "demo.sleep"})  # the children stay QUEUED
+    tasks = sidecar.call("tasks.createMany", {"tasks": batch(2, policy=policy)})["tasks"]
+    parent = tasks[0]
+    sidecar.wait_status(parent["id"], "WAITING")  # its own handler returned
+    answered = sidecar.call("tasks.cancel", {"id": parent["id"]})
+    # settling its last child's cancellation used to complete (continue) or fail (fail) it instead
+    assert answered["status"] == "CANCELLED" and answered["error"] is None
+    assert all(status_of(sidecar, c["id"]) == "CANCELLED" for c in tasks[1:])
+    assert [u["status"] for u in sidecar.updates(parent["id"])][-1] == "CANCELLED"
+
+
+def test_cancel_after_pause_wins_while_the_handler_is_still_stopping(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.slow_to_stop", "details": {"every": 1.0}})
+    sidecar.wait_status(task["id"], "RUNNING")
+    assert sidecar.call("tasks.pause", {"id": task["id"]})["status"] == "RUNNING"  # pausing
+    sidecar.call("tasks.cancel", {"id": task["id"]})  # before the handler noticed the pause
+    done = sidecar.wait_status(task["id"], "PAUSED", "CANCELLED", timeout=10)
+    assert done["status"] == "CANCELLED"
+
+
+def test_cancel_after_pause_of_a_batch_cancels_the_whole_subtree(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    parent, *children = sidecar.call("tasks.createMany", {"tasks": [
+        {"ref": "p", "type": "demo.noop"},
+        *[{"type": "test.slow_to_stop", "parentId": "p", "details": {"every": 1.0}} for _ in range(2)],
+    ]})["tasks"]
+    for child in children:
+        sidecar.wait_status(child["id"], "RUNNING")
+    sidecar.call("tasks.pause", {"id": parent["id"]})
+    sidecar.call("tasks.cancel", {"id": parent["id"]})
+    for child in children:
+        assert sidecar.wait_status(child["id"], "PAUSED", "CANCELLED", timeout=10)["status"] == "CANCELLED"
+    tree = sidecar.call("tasks.tree", {"id": parent["id"]})
+    assert tree["status"] == "CANCELLED" and tree["childCounts"] == {"CANCELLED": 2}
+
+
+def test_cancel_while_a_timeout_is_being_handled_ends_the_task_instead_of_retrying_it(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    task = sidecar.call("tasks.create", {"type": "test.slow_to_stop_timeout", "details": {"every": 1.0}})
+    sidecar.wait_status(task["id"], "RUNNING")
+    time.sleep(0.7)  # the 0.5 s timeout fired; the handler looks again at 1.0 s
+    sidecar.call("tasks.cancel", {"id": task["id"]})
+    done = sidecar.wait_status(task["id"], "CANCELLED", "FAILED", timeout=10)
+    assert done["status"] == "CANCELLED" and done["attempt"] == 1
+    statuses = [u["status"] for u in sidecar.updates(task["id"])]
+    assert "QUEUED" not in statuses[1:]  # never put back for a retry
+
+
+def test_a_parent_whose_handler_fails_cancels_its_children_and_prune_spares_them_until_they_stop(
+    start_sidecar,
+) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers", "--grace-seconds", "1.5")
+    root, middle = sidecar.call("tasks.createMany", {"tasks": [
+        {"ref": "root", "type": "demo.noop", "onChildFailure": "continue"},
+        {"type": "test.spawn_then_fail", "parentId": "root", "details": {"n": 2}},
+    ]})["tasks"]
+    assert sidecar.wait_status(middle["id"], "FAILED")["error"].endswith("the parent failed after spawning")
+    assert sidecar.wait_status(root["id"], "COMPLETED")["result"]["children"]["failed"] == 1
+    grandchildren = sidecar.call("tasks.list", {"parentId": middle["id"]})["tasks"]
+    assert len(grandchildren) == 2
+    # the children ignore the stop: still RUNNING while their grace period lasts
+    assert {status_of(sidecar, g["id"]) for g in grandchildren} == {"RUNNING"}
+    assert sidecar.call("tasks.prune", {})["deleted"] == 0  # not while handlers run below the root
+    for g in grandchildren:
+        sidecar.wait_status(g["id"], "CANCELLED", timeout=10)
+    assert sidecar.call("tasks.prune", {})["deleted"] == 4
+
+
+def test_tasks_failed_by_recovery_settle_their_dependents_and_parents(start_sidecar, db_path: Path) -> None:
+    first = start_sidecar()
+    long_run = {"type": "demo.sleep", "details": {"seconds": 30}, "maxAttempts": 1}
+    made = first.call("tasks.createMany", {"tasks": [
+        {"ref": "a", **long_run},
+        {"ref": "b", "type": "demo.noop", "dependsOn": ["a"]},
+        {"ref": "keep_going", "type": "demo.noop", "onChildFailure": "continue"},
+        {"ref": "c", "parentId": "keep_going", **long_run},
+        {"ref": "fail_fast", "type": "demo.noop"},
+        {"ref": "d", "parentId": "fail_fast", **long_run},
+        {"ref": "e", "parentId": "fail_fast", "type": "demo.sleep", "runAt": 4102444800000},
+    ]})["tasks"]
+    a, b, keep_going, c, fail_fast, d, e = (t["id"] for t in made)
+    for task_id in (a, c, d):
+        first.wait_status(task_id, "RUNNING")
+    first.wait_status(fail_fast, "WAITING")
+    first.kill()  # a, c and d were on their last attempt
+
+    second = start_sidecar()
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 3}
+    by_id = {row[0]: row[1:] for row in db_rows(db_path, "SELECT id, status, error, result FROM tasks")}
+    assert by_id[b][:2] == ("FAILED", f"dependency {a} failed")
+    assert by_id[keep_going][0] == "COMPLETED" and '"failed":1' in by_id[keep_going][2]
+    assert by_id[fail_fast][0] == "FAILED" and d in by_id[fail_fast][1]
+    assert by_id[e][0] == "CANCELLED"
+    counts = second.call("tasks.stats")["byStatus"]
+    assert counts.get("WAITING", 0) == 0 and counts.get("RUNNING", 0) == 0

@@ -332,3 +332,4 @@ def test_requests_after_shutdown_in_the_same_batch_get_shutting_down(sidecar: Si
     batch = sidecar.wait_message(lambda m: isinstance(m, list))
     assert batch[0]["result"] is None and batch[1]["error"]["code"] == -32005
     assert sidecar.wait_exit() == 0
+

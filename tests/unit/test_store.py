@@ -327,7 +327,7 @@ def test_a_status_filter_lists_tasks_of_every_type_and_recovery_finds_them(db_fi
     conn.execute("UPDATE tasks SET status = 'RUNNING', attempt = 1 WHERE id IN ('id-0', 'id-3', 'id-5')")
     rows, after = store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)
     assert [r[0] for r in rows] == ["id-5", "id-3", "id-0"] and after is None
-    assert store.recover_interrupted(conn, 5000) == (3, 0)
+    assert store.recover_interrupted(conn, 5000) == (3, [])
     assert store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)[0] == []
     assert store.list_tasks(conn, statuses=["QUEUED"], types=None, parent_id=None, limit=50, after=None)[0]
 
@@ -348,7 +348,7 @@ def test_recovery_requeues_interrupted_tasks_in_their_place(db_file: Path) -> No
     first, second = insert(conn, 2)
     conn.execute("UPDATE tasks SET run_at = created_at")
     assert store.claim(conn, ["demo.noop"], 10_000)[0] == first  # running when the sidecar died
-    assert store.recover_interrupted(conn, 50_000) == (1, 0)
+    assert store.recover_interrupted(conn, 50_000) == (1, [])
     assert conn.execute("SELECT run_at FROM tasks WHERE id = ?", (first,)).fetchone()[0] == 1000
     assert store.claim(conn, ["demo.noop"], 60_000)[0] == first  # still ahead of the one behind it
     conn.execute("UPDATE tasks SET status = 'RUNNING', run_at = 90000 WHERE id = ?", (second,))
