@@ -72,6 +72,8 @@ class Sidecar:
         self.cursors = store.Cursors()
         self._stop_reason: str | None = None
         self._reading = False
+        # Taken now, not once ready: a parent that dies during start-up must still be noticed.
+        self._parent_pid = os.getppid()
 
     def read_conn(self) -> sqlite3.Connection:
         return models.database.connection()
@@ -92,6 +94,10 @@ class Sidecar:
             transport.close()
 
     def _run(self, transport: Transport) -> int:
+        # First: a SIGTERM during start-up (a slow handler import, a migration) is then a stop that
+        # ends in exit 0 once start-up is done, not a death by the signal.
+        if threading.current_thread() is threading.main_thread():
+            self._install_signals(transport.reader)  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
         self.registry.options = AppOptions(
             allow_dirs=[os.path.realpath(d) for d in self.config.allow_dirs],
             allow_programs=dict(self.config.allow_programs),
@@ -165,8 +171,6 @@ class Sidecar:
             checkpointer = Checkpointer(models.new_connection, on_quiet=self._on_quiet)
             checkpointer.start()
             threading.Thread(target=warm_up, args=(protocol, self.registry), name="warm-up", daemon=True).start()
-            if threading.current_thread() is threading.main_thread():
-                self._install_signals(transport.reader)  # (a sidecar embedded in a thread, as the fuzzer runs it, has none)
             self._serve(transport, protocol)
             log.info("stopping (%s)", self._stop_reason or "stdin closed")
             self.engine.shutdown()
@@ -269,7 +273,7 @@ class Sidecar:
             os.set_blocking(wake_w, False)
             signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
             reader.wake_fd = wake_r
-        parent = os.getppid()
+        parent = self._parent_pid
 
         def watch_parent() -> None:
             # stdin EOF is the primary signal; this catches a parent that died holding our stdin open

@@ -10,6 +10,7 @@ Apps can call :func:`run_program` from their own handlers (see ``docs/examples/p
 
 from __future__ import annotations
 
+import atexit
 import collections
 import os
 import re
@@ -379,6 +380,36 @@ def kill_tree(proc: Any, pgid: int | None, grace_s: float | None = None) -> None
         pass
 
 
+# The program trees handlers are running. kill_tree's SIGKILL comes from the handler's thread
+# KILL_GRACE_S after the SIGTERM; a sidecar stopping with a shorter --grace-seconds exits first and
+# takes that thread with it, which would leave a program that ignores SIGTERM running on, an orphan
+# beside the copy the next launch starts. What is still here when the interpreter exits is killed.
+_live: dict[int, tuple[Any, int | None]] = {}
+_live_lock = threading.Lock()
+
+
+def kill_leftover_programs() -> int:
+    """SIGKILL every program tree still running (at exit); returns how many there were."""
+    with _live_lock:
+        left = list(_live.values())
+        _live.clear()
+    for proc, pgid in left:
+        try:
+            if os.name == "nt":  # pragma: no cover - exercised on Windows only
+                subprocess.run(["taskkill", "/PID", str(proc.pid), "/T", "/F"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            elif pgid is not None and pgid > 1:
+                os.killpg(pgid, signal.SIGKILL)
+            elif proc.poll() is None:
+                proc.kill()
+        except OSError:
+            pass
+    return len(left)
+
+
+atexit.register(kill_leftover_programs)
+
+
 def _pump(stream: Any, which: str, on_line: Any) -> None:
     pending = b""
     read = getattr(stream, "read1", stream.read)
@@ -466,6 +497,8 @@ def run_program(
     except OSError as exc:
         raise TaskError(f"cannot start {program} ({path}): {exc}", retryable=False) from None
     pgid = own_group(proc)
+    with _live_lock:
+        _live[id(proc)] = (proc, pgid)
 
     readers = [
         threading.Thread(target=_pump, args=(proc.stdout, "stdout", on_line), daemon=True, name=f"{program}-stdout"),
@@ -489,6 +522,8 @@ def run_program(
                 break
     finally:
         kill_tree(proc, pgid)  # stopped: the whole tree; exited: whatever it left behind in its group
+        with _live_lock:
+            _live.pop(id(proc), None)
         for reader in readers:
             reader.join(2.0)
         for stream in (proc.stdout, proc.stderr):

@@ -275,6 +275,43 @@ def test_handlers_that_cannot_be_loaded_are_a_clear_start_up_error(tmp_path: Pat
     assert not (tmp_path / "t.db").exists(), "nothing is created before the handlers load"
 
 
+SLOW_IMPORT = "import time\ntime.sleep(float(__import__('os').environ.get('SLOW_IMPORT_S', '1.5')))\n"
+
+
+@FROM_SOURCE
+@pytest.mark.skipif(os.name != "posix", reason="SIGTERM")
+def test_sigterm_during_start_up_is_a_clean_stop(tmp_path: Path, start_sidecar) -> None:
+    slow = tmp_path / "slow_to_import_handlers.py"
+    slow.write_text(SLOW_IMPORT)
+    sidecar = start_sidecar("--handlers", str(slow), wait_ready=False)
+    time.sleep(0.5)  # importing the handlers
+    sidecar.proc.send_signal(signal.SIGTERM)
+    assert sidecar.wait_exit() == 0  # not killed by the signal (-15)
+
+
+@FROM_SOURCE
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="reads /proc to see the orphan")
+def test_a_parent_that_dies_during_start_up_is_noticed(tmp_path: Path, db_path: Path) -> None:
+    from tests.handlers.test_process_run import alive, wait_for
+
+    slow = tmp_path / "slow_to_import_handlers.py"
+    slow.write_text(SLOW_IMPORT)
+    stdin_r, stdin_w = os.pipe()  # this test holds the write end: the sidecar never sees EOF
+    launcher = subprocess.run(
+        [sys.executable, "-c",
+         "import subprocess, sys, time; fd = int(sys.argv[1]); print(subprocess.Popen(sys.argv[2:], stdin=fd, "
+         "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=(fd,)).pid); time.sleep(0.5)",
+         str(stdin_r), *sidecar_command(), "--db", str(db_path), "--handlers", str(slow)],
+        cwd=ROOT, pass_fds=(stdin_r,), capture_output=True, text=True, timeout=30,
+    )
+    os.close(stdin_r)
+    try:
+        orphan = int(launcher.stdout)  # its parent, the launcher, died while it imported its handlers
+        wait_for(lambda: not alive(orphan), timeout=15)
+    finally:
+        os.close(stdin_w)
+
+
 def test_rpc_discover_describes_every_method(sidecar: SidecarProcess) -> None:
     doc = sidecar.call("rpc.discover")
     names = {m["name"] for m in doc["methods"]}

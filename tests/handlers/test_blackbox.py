@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.handlers.test_process_run import SCRIPT, alive, read_pids, wait_for
-from tests.sidecar_client import RpcError
+from tests.sidecar_client import RpcError, db_rows
 
 BODY = os.urandom(3 * 1024 * 1024 + 7)
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -153,6 +153,22 @@ def test_process_run_through_the_sidecar(start_sidecar, tmp_path):
     failed = sidecar.wait_status(timed["id"], "FAILED", timeout=30)
     assert "timed out after 1s" in failed["error"]
     wait_for(lambda: not any(alive(p) for p in read_pids(tmp_path / "pids2")))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups are POSIX")
+def test_a_program_that_ignores_sigterm_does_not_outlive_a_sidecar_stopping_within_a_short_grace(
+    start_sidecar, tmp_path, db_path
+):
+    # --grace-seconds 0.5 is shorter than the 3 s process.run waits between SIGTERM and SIGKILL
+    sidecar = start_sidecar("--allow-program", f"python={sys.executable}", "--grace-seconds", "0.5")
+    task = sidecar.call("tasks.create", {"type": "process.run", "details": {
+        "program": "python", "args": [SCRIPT, str(tmp_path / "pids"), "--ignore-term"]}})
+    pids = read_pids(tmp_path / "pids")
+    sidecar.wait_status(task["id"], "RUNNING")
+    sidecar.call("system.shutdown")
+    assert sidecar.wait_exit() == 0
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=5)  # killed with the sidecar, not orphaned
+    assert db_rows(db_path, "SELECT status FROM tasks WHERE id = ?", task["id"]) == [("QUEUED",)]
 
 
 def test_info_lists_the_builtin_types(sidecar):
