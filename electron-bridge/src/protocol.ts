@@ -276,7 +276,10 @@ export interface ReadyInfo {
   protocolVersion: string;
   pid: number;
   dbPath: string;
-  recovered: { requeued: number; failed: number };
+  /** What start-up recovery did with the tasks a crash left RUNNING (`cancelled`/`paused`: the
+   * user had asked so and the handler had not stopped yet); `movedAside`: where a corrupt database
+   * was moved (with `--move-aside-corrupt-db`). */
+  recovered: { requeued: number; failed: number; cancelled?: number; paused?: number; movedAside?: string };
 }
 
 export interface TaskUpdatedParams {

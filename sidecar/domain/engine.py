@@ -195,8 +195,9 @@ class Engine:
 
     def recover(self) -> dict[str, int]:
         """After a crash, before :meth:`start`: put the interrupted (RUNNING) tasks back to QUEUED,
-        or end them FAILED when that was their last attempt, and settle what waited on those (their
-        dependents, their parents, their own children) in the same transaction.
+        or end them FAILED when that was their last attempt (CANCELLED or PAUSED when the user had
+        asked so and the handler had not stopped yet), and settle what waited on the ones that ended
+        (their dependents, their parents, their own children) in the same transaction.
 
         Nothing of it is announced: it happens before ``sidecar.ready``, and a client reads the
         tasks once ready (the counts go in ``ready``'s ``recovered``).
@@ -205,8 +206,8 @@ class Engine:
         try:
             tx = Tx(conn, now_ms())
             conn.execute("BEGIN IMMEDIATE")
-            requeued, failed = store.recover_interrupted(conn, tx.now)
-            self.graph.ended_outside(tx, failed)
+            recovered = store.recover_interrupted(conn, tx.now)
+            self.graph.ended_outside(tx, recovered.cancelled + recovered.failed)
             self._dirty_parents = tx.dirty
             self._op_aggregate(tx)
             store.apply_counts(conn, tx.counts)
@@ -217,9 +218,13 @@ class Engine:
             conn.close()  # the file may be moved aside next (a corrupt database)
             raise
         self._conn = conn
-        if requeued or failed:
-            log.info("recovered interrupted tasks: %d requeued, %d failed", requeued, len(failed))
-        return {"requeued": requeued, "failed": len(failed)}
+        counts = {
+            "requeued": recovered.requeued, "failed": len(recovered.failed),
+            "cancelled": len(recovered.cancelled), "paused": recovered.paused,
+        }
+        if any(counts.values()):
+            log.info("recovered interrupted tasks: %s", counts)
+        return counts
 
     def start(self) -> None:
         # settings first, in the caller's thread: queue.status may be answered before the loop runs

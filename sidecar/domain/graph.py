@@ -114,7 +114,10 @@ class Graph:
             tx.stopping[task_id] = reason
         tx.after.append(partial(running.ctx.request_stop, reason))
         self.engine.abandon_later(running.ctx)
-        row = store.set_message(tx.conn, task_id, message, tx.now)
+        if reason in ("cancel", "pause"):  # the user's: kept with the row, in case of a crash
+            row = store.set_stop_requested(tx.conn, task_id, reason, message, tx.now)
+        else:
+            row = store.set_message(tx.conn, task_id, message, tx.now)
         if row is not None:
             tx.announce(row)
         return row
@@ -349,7 +352,7 @@ class Graph:
         return todo
 
     def ended_outside(self, tx: "Tx", task_ids: list[str]) -> None:
-        """Tasks a bare UPDATE ended FAILED (recovery after a crash): cancel their unfinished
+        """Tasks a bare UPDATE ended (recovery after a crash): cancel their unfinished
         descendants and settle what waited on them, as :meth:`end` does."""
         for task_id in task_ids:
             row = store.get(tx.conn, task_id)

@@ -223,6 +223,16 @@ def _v11_claim_by_type(db: pw.SqliteDatabase) -> None:
     db.execute_sql('DROP INDEX IF EXISTS "tasks_claim"')
 
 
+def _v12_stop_requests(db: pw.SqliteDatabase) -> None:
+    """The stop a user asked of a running task (``cancel``, ``pause``), kept with its row.
+
+    The handler may take a while to stop; a crash before it did put the task back to QUEUED and
+    ran it again, although the user had been told "cancelling". Recovery now ends it as asked. Set
+    with the "cancelling"/"pausing" message, cleared by the claim that starts the task again.
+    """
+    db.execute_sql('ALTER TABLE "tasks" ADD COLUMN "stop_requested" TEXT')
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -235,6 +245,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v9_partial_hot_indexes,
     _v10_one_status_index,
     _v11_claim_by_type,
+    _v12_stop_requests,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

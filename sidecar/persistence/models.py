@@ -47,6 +47,7 @@ class Task(BaseModel):
     weight = pw.FloatField(default=1)
     handler_done = pw.IntegerField(default=0)
     prev_status = pw.TextField(null=True)  # set by every status UPDATE: what it replaced
+    stop_requested = pw.TextField(null=True)  # "cancel"/"pause" asked of it while RUNNING (recovery)
 
     class Meta:
         table_name = "tasks"

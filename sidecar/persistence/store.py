@@ -15,7 +15,7 @@ import hmac
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -279,6 +279,18 @@ def set_message(conn: sqlite3.Connection, task_id: str, message: str | None, now
     return conn.execute(_MESSAGE, (message, now, task_id)).fetchone()
 
 
+_STOP_REQUESTED = (
+    'UPDATE "tasks" SET "message" = ?, "stop_requested" = ?, "updated_at" = ?, "version" = "version" + 1 '
+    f'WHERE "id" = ? AND "status" = \'RUNNING\' RETURNING {_COLS}'
+)
+
+
+def set_stop_requested(conn: sqlite3.Connection, task_id: str, reason: str, message: str, now: int) -> Row | None:
+    """Record that the user asked a running task to stop (``cancel`` or ``pause``), with the message
+    they see: a crash before the handler stops then ends the task as asked (recover_interrupted)."""
+    return conn.execute(_STOP_REQUESTED, (message, reason, now, task_id)).fetchone()
+
+
 def set_checkpoint(conn: sqlite3.Connection, task_id: str, state_json: str | None) -> None:
     # A checkpoint is not a field of the Task object: no version bump, no announcement.
     conn.execute('UPDATE "tasks" SET "checkpoint" = ? WHERE "id" = ?', (state_json, task_id))
@@ -290,7 +302,8 @@ _I_RUN_AT = COLUMNS.index("run_at")
 _CLAIM_TYPES_MERGED = 64  # above this many types, one read of them all (sorted) instead of a merge
 _CLAIM_SET = (  # what it writes, started_row writes too (tests/unit/test_store.py holds them equal)
     'UPDATE "tasks" SET "status" = \'RUNNING\', "attempt" = "attempt" + 1, '
-    '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1 '
+    '"started_at" = ?, "updated_at" = ?, "completed_at" = NULL, "version" = "version" + 1, '
+    '"stop_requested" = NULL '
 )
 _CLAIM_ORDER = ' ORDER BY "priority" DESC, "run_at", "rowid" LIMIT ?'
 _CLAIM_CANDIDATES = (
@@ -368,10 +381,16 @@ def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int
     return row[0] if row else None
 
 
-def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, list[str]]:
-    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts. Returns
-    how many were requeued and the ids of the failed ones (what waited on them is the graph's to
-    settle).
+class Recovered(NamedTuple):
+    requeued: int
+    failed: list[str]  # ids: what waited on them is the graph's to settle
+    cancelled: list[str]  # ids, the same
+    paused: int
+
+
+def recover_interrupted(conn: sqlite3.Connection, now: int) -> Recovered:
+    """After a crash: RUNNING tasks go back to QUEUED, or to FAILED when out of attempts; one the
+    user had asked to cancel or pause (its handler had not stopped yet) ends as they asked.
 
     A requeued task keeps its place in the queue (its run_at; never later than now, should the clock
     have gone back). The RUNNING rows are found type by type in the (type, status) index: a file
@@ -379,9 +398,21 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, list[s
     """
     types = present_types(conn)
     if not types:
-        return 0, []
+        return Recovered(0, [], [], 0)
     running = f'"type" IN ({", ".join("?" * len(types))}) AND "status" = \'RUNNING\''
     deltas: dict[tuple[str, str], int] = {}
+    cancelled = conn.execute(
+        'UPDATE "tasks" SET "status" = \'CANCELLED\', "prev_status" = "status", "completed_at" = ?, '
+        '"updated_at" = ?, "version" = "version" + 1, "stop_requested" = NULL '
+        f'WHERE {running} AND "stop_requested" = \'cancel\' RETURNING "type", "id"',
+        (now, now, *types),
+    ).fetchall()
+    paused = conn.execute(
+        'UPDATE "tasks" SET "status" = \'PAUSED\', "prev_status" = "status", "updated_at" = ?, '
+        '"version" = "version" + 1, "stop_requested" = NULL '
+        f'WHERE {running} AND "stop_requested" = \'pause\' RETURNING "type"',
+        (now, *types),
+    ).fetchall()
     requeued = conn.execute(
         'UPDATE "tasks" SET "status" = \'QUEUED\', "prev_status" = "status", "run_at" = MIN("run_at", ?), '
         '"updated_at" = ?, "version" = "version" + 1 '
@@ -395,12 +426,12 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> tuple[int, list[s
         f'"version" = "version" + 1 WHERE {running} RETURNING "type", "id"',
         (now, now, *types),
     ).fetchall()
-    for rows, status in ((requeued, "QUEUED"), (failed, "FAILED")):
+    for rows, status in ((cancelled, "CANCELLED"), (paused, "PAUSED"), (requeued, "QUEUED"), (failed, "FAILED")):
         for type_, *_ in rows:
             deltas[(type_, "RUNNING")] = deltas.get((type_, "RUNNING"), 0) - 1
             deltas[(type_, status)] = deltas.get((type_, status), 0) + 1
     apply_counts(conn, deltas)
-    return len(requeued), [task_id for _, task_id in failed]
+    return Recovered(len(requeued), [r[1] for r in failed], [r[1] for r in cancelled], len(paused))
 
 
 # A skip-scan of the (type, status, created_at) index: one seek for each type present.

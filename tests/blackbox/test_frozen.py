@@ -79,7 +79,7 @@ def test_first_line_is_sidecar_ready(frozen, tmp_path: Path) -> None:
     assert ready["protocolVersion"] == PROTOCOL_VERSION
     assert isinstance(ready["pid"], int)
     assert Path(ready["dbPath"]).resolve() == db.resolve()
-    assert ready["recovered"] == {"requeued": 0, "failed": 0}
+    assert ready["recovered"] == {"requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
     assert db.exists()
 
 

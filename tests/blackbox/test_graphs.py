@@ -208,7 +208,7 @@ def test_pause_a_running_batch_kill_restart_resume_finish(start_sidecar, db_path
     first.kill()
 
     second = start_sidecar("--concurrency", "2")
-    assert second.ready["recovered"] == {"requeued": 0, "failed": 0}
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
     assert all(second.call("tasks.get", {"id": c["id"]})["status"] == "PAUSED" for c in children)
     resumed = second.call("tasks.resume", {"id": parent["id"]})
     assert resumed["status"] in ("WAITING", "QUEUED")
@@ -393,7 +393,7 @@ def test_tasks_failed_by_recovery_settle_their_dependents_and_parents(start_side
     first.kill()  # a, c and d were on their last attempt
 
     second = start_sidecar()
-    assert second.ready["recovered"] == {"requeued": 0, "failed": 3}
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 3, "cancelled": 0, "paused": 0}
     by_id = {row[0]: row[1:] for row in db_rows(db_path, "SELECT id, status, error, result FROM tasks")}
     assert by_id[b][:2] == ("FAILED", f"dependency {a} failed")
     assert by_id[keep_going][0] == "COMPLETED" and '"failed":1' in by_id[keep_going][2]

@@ -23,7 +23,7 @@ def test_ready_is_the_first_line(sidecar: SidecarProcess, db_path: Path) -> None
     assert first["method"] == "sidecar.ready" and "id" not in first
     params = first["params"]
     assert params["protocolVersion"] == "1" and params["pid"] == sidecar.proc.pid
-    assert params["dbPath"] == str(db_path) and params["recovered"] == {"requeued": 0, "failed": 0}
+    assert params["dbPath"] == str(db_path) and params["recovered"] == {"requeued": 0, "failed": 0, "cancelled": 0, "paused": 0}
     assert sidecar.call("system.ping") == "pong"
 
 
@@ -105,7 +105,7 @@ def test_sigkill_mid_task_then_restart_resumes_from_the_checkpoint(start_sidecar
     assert db_rows(db_path, "SELECT status FROM tasks WHERE id=?", task["id"]) == [("RUNNING",)]
 
     second = start_sidecar()
-    assert second.ready["recovered"] == {"requeued": 1, "failed": 0}
+    assert second.ready["recovered"] == {"requeued": 1, "failed": 0, "cancelled": 0, "paused": 0}
     finished = second.wait_status(task["id"], "COMPLETED", timeout=10)
     assert finished["attempt"] == 2
     assert finished["result"]["resumedFrom"] >= 5  # resumed, not restarted
@@ -121,7 +121,7 @@ def test_out_of_attempts_after_crash_fails_the_task(start_sidecar, db_path: Path
     first.wait_status(task["id"], "RUNNING")
     first.kill()
     second = start_sidecar()
-    assert second.ready["recovered"] == {"requeued": 0, "failed": 1}
+    assert second.ready["recovered"] == {"requeued": 0, "failed": 1, "cancelled": 0, "paused": 0}
     failed = second.call("tasks.get", {"id": task["id"]})
     assert failed["status"] == "FAILED" and "interrupted" in failed["error"]
 
@@ -370,3 +370,20 @@ def test_requests_after_shutdown_in_the_same_batch_get_shutting_down(sidecar: Si
     assert batch[0]["result"] is None and batch[1]["error"]["code"] == -32005
     assert sidecar.wait_exit() == 0
 
+
+
+def test_a_cancel_or_pause_answered_before_a_crash_is_kept_after_it(start_sidecar, db_path: Path) -> None:
+    first = start_sidecar("--handlers", "fixture_handlers")
+    stubborn = {"type": "test.ignores_cancel", "details": {"seconds": 60}}
+    to_cancel, to_pause, untouched = (first.call("tasks.create", stubborn)["id"] for _ in range(3))
+    for task_id in (to_cancel, to_pause, untouched):
+        first.wait_status(task_id, "RUNNING")
+    assert first.call("tasks.cancel", {"id": to_cancel})["message"] == "cancelling"
+    assert first.call("tasks.pause", {"id": to_pause})["message"] == "pausing"
+    first.kill()  # before either handler stopped
+
+    second = start_sidecar("--handlers", "fixture_handlers", "--concurrency", "1")
+    assert second.ready["recovered"] == {"requeued": 1, "failed": 0, "cancelled": 1, "paused": 1}
+    assert second.call("tasks.get", {"id": to_cancel})["status"] == "CANCELLED"
+    assert second.call("tasks.get", {"id": to_pause})["status"] == "PAUSED"
+    assert second.wait_status(untouched, "RUNNING")["attempt"] == 2  # interrupted, so run again

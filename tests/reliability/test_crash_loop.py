@@ -162,7 +162,7 @@ def run_crash_loop(db: Path, cycles: int, seed: int) -> dict[str, Any]:
                 sidecar.kill()
             else:
                 recovered = sidecar.ready["recovered"]
-                assert recovered["requeued"] + recovered["failed"] == len(prev_running), (cycle, recovered, len(prev_running))
+                assert sum(recovered[k] for k in ("requeued", "failed", "cancelled", "paused")) == len(prev_running), (cycle, recovered, len(prev_running))
                 counts["recovered_requeued"] += recovered["requeued"]
                 counts["recovered_failed"] += recovered["failed"]
                 known = list(acked)

@@ -327,7 +327,7 @@ def test_a_status_filter_lists_tasks_of_every_type_and_recovery_finds_them(db_fi
     conn.execute("UPDATE tasks SET status = 'RUNNING', attempt = 1 WHERE id IN ('id-0', 'id-3', 'id-5')")
     rows, after = store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)
     assert [r[0] for r in rows] == ["id-5", "id-3", "id-0"] and after is None
-    assert store.recover_interrupted(conn, 5000) == (3, [])
+    assert store.recover_interrupted(conn, 5000) == store.Recovered(3, [], [], 0)
     assert store.list_tasks(conn, statuses=["RUNNING"], types=None, parent_id=None, limit=50, after=None)[0] == []
     assert store.list_tasks(conn, statuses=["QUEUED"], types=None, parent_id=None, limit=50, after=None)[0]
 
@@ -348,9 +348,25 @@ def test_recovery_requeues_interrupted_tasks_in_their_place(db_file: Path) -> No
     first, second = insert(conn, 2)
     conn.execute("UPDATE tasks SET run_at = created_at")
     assert store.claim(conn, ["demo.noop"], 10_000)[0] == first  # running when the sidecar died
-    assert store.recover_interrupted(conn, 50_000) == (1, [])
+    assert store.recover_interrupted(conn, 50_000) == store.Recovered(1, [], [], 0)
     assert conn.execute("SELECT run_at FROM tasks WHERE id = ?", (first,)).fetchone()[0] == 1000
     assert store.claim(conn, ["demo.noop"], 60_000)[0] == first  # still ahead of the one behind it
     conn.execute("UPDATE tasks SET status = 'RUNNING', run_at = 90000 WHERE id = ?", (second,))
     store.recover_interrupted(conn, 50_000)  # the clock went back: due now, never later
     assert conn.execute("SELECT run_at FROM tasks WHERE id = ?", (second,)).fetchone()[0] == 50_000
+
+
+def test_recovery_ends_a_task_as_the_user_asked_when_its_handler_had_not_stopped(db_file: Path) -> None:
+    conn = connect(db_file)
+    cancelled, paused, plain = insert(conn, 3)
+    assert len(store.claim_many(conn, ["demo.noop"], 10_000, 3)) == 3
+    assert store.set_stop_requested(conn, cancelled, "cancel", "cancelling", 11_000) is not None
+    assert store.set_stop_requested(conn, paused, "pause", "pausing", 11_000) is not None
+    assert store.recover_interrupted(conn, 50_000) == store.Recovered(1, [], [cancelled], 1)
+    statuses = dict(conn.execute("SELECT id, status FROM tasks"))
+    assert statuses == {cancelled: "CANCELLED", paused: "PAUSED", plain: "QUEUED"}
+    assert store.claim(conn, ["demo.noop"], 60_000)[0] == plain
+    # a stop asked of an earlier run is forgotten when the task starts again
+    conn.execute("UPDATE tasks SET status = 'QUEUED' WHERE id = ?", (paused,))
+    assert store.claim(conn, ["demo.noop"], 70_000)[0] == paused
+    assert conn.execute("SELECT stop_requested FROM tasks WHERE id = ?", (paused,)).fetchone() == (None,)
