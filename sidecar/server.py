@@ -19,7 +19,7 @@ import peewee
 from filelock import FileLock, Timeout
 
 from sidecar import PROTOCOL_VERSION, __version__
-from sidecar.domain.engine import Engine, now_ms
+from sidecar.domain.engine import Engine
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
 from sidecar.handlers.registry import AppOptions, HandlerLoadError, Registry, default_registry, load_modules
@@ -125,7 +125,7 @@ class Sidecar:
             return EXIT_DATABASE
         try:
             notifier = Notifier(transport.send, transport.send_many)
-            self.engine = Engine(
+            self.engine = engine = Engine(
                 models.new_connection,
                 self.registry,
                 announce=notifier.tasks_updated,
@@ -136,7 +136,7 @@ class Sidecar:
                 hold_output=transport.held,
             )
             try:
-                recovered = self._open_database()
+                recovered = self._open_database(engine)
             except migrations.SchemaTooNew as exc:
                 log.error("cannot open database %s: %s", self.db_path, exc)
                 return EXIT_DATABASE
@@ -153,7 +153,7 @@ class Sidecar:
                     )
                     return EXIT_DATABASE
                 moved = self._move_aside(exc)
-                recovered = self._open_database()
+                recovered = self._open_database(engine)
                 recovered["movedAside"] = moved
             protocol = Protocol(build_methods(self))
             # ready is the first line: announced before the engine may claim (and announce) work
@@ -196,7 +196,7 @@ class Sidecar:
                   self.db_path, exc, target)
         return target
 
-    def _open_database(self) -> dict[str, Any]:
+    def _open_database(self, engine: Engine) -> dict[str, Any]:
         """Open and migrate the database, then recover what a crash interrupted (the counts)."""
         if not os.path.exists(self.db_path):
             # Create it private: SQLite gives the -wal and -shm files the database file's mode.
@@ -205,8 +205,7 @@ class Sidecar:
             self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
         )
         migrations.upgrade(db)
-        assert self.engine is not None
-        return self.engine.recover()
+        return engine.recover()
 
     def _serve(self, transport: Transport, protocol: Protocol) -> None:
         while self._serve_next(transport, protocol):

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from sidecar.domain.states import TERMINAL, UNFINISHED, Status
-from sidecar.handlers.context import STOP_PRECEDENCE
 from sidecar.errors import DependencyCycle, InvalidParams, InvalidTransition, TaskNotFound
+from sidecar.handlers.context import STOP_PRECEDENCE
 from sidecar.persistence import store
 from sidecar.persistence.store import Row, Task
 
