@@ -53,8 +53,12 @@ export class TaskStore {
   private syncing: Promise<void> | null = null;
   private resyncAgain = false;
   private resyncCount = 0;
-  /** ids changed/deleted by events while a resync's pages were being fetched. */
-  private touchedDuringSync: Set<string> | null = null;
+  /**
+   * While a resync's pages are being fetched: the highest version an event gave for each task,
+   * whether the store kept it or dropped it (it left the filter). The pages may be older than
+   * those events, and must not bring back a version the store has already moved past.
+   */
+  private touchedDuringSync: Map<string, number> | null = null;
   private deletedDuringSync: Set<string> | null = null;
   private snapshotCache: TaskStoreSnapshot | null = null;
 
@@ -173,7 +177,7 @@ export class TaskStore {
   }
 
   private async runResync(): Promise<void> {
-    this.touchedDuringSync = new Set();
+    this.touchedDuringSync = new Map();
     this.deletedDuringSync = new Set();
     try {
       const fetched = new Map<string, Task>();
@@ -197,6 +201,8 @@ export class TaskStore {
       }
       for (const [id, task] of fetched) {
         if (deleted.has(id)) continue;
+        const seen = touched.get(id);
+        if (seen !== undefined && task.version <= seen) continue; // an event already gave this version or a newer one
         const held = this.tasks.get(id);
         if (!held || task.version > held.version) this.tasks.set(id, task);
       }
@@ -212,10 +218,13 @@ export class TaskStore {
 
   /** Apply one task by version; returns whether the store changed. */
   private apply(task: Task): boolean {
+    // Recorded before the filter: a task that leaves the filter during a resync must stay out
+    // even though the list being fetched still has it at its older version.
+    const touched = this.touchedDuringSync;
+    if (touched) touched.set(task.id, Math.max(task.version, touched.get(task.id) ?? 0));
     if (!this.matches(task)) {
       return this.tasks.delete(task.id);
     }
-    this.touchedDuringSync?.add(task.id);
     const held = this.tasks.get(task.id);
     if (held && held.version >= task.version) return false; // stale or duplicate
     this.tasks.set(task.id, task);

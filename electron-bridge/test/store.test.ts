@@ -152,3 +152,28 @@ test('a filtered store keeps only matching tasks and subscribers see snapshots',
   src.emit({ type: 'task.updated', params: { seq: 2, task: makeTask() } });
   assert.equal(store.seq, 1, 'stopped store ignores events');
 });
+
+test('a filtered store does not bring back, from a resync begun earlier, a task an update moved out of its filter', async () => {
+  const src = new FakeSource();
+  const running = src.put(makeTask({ status: 'RUNNING', version: 2 }));
+  const queued = src.put(makeTask({ status: 'QUEUED', version: 1 }));
+  const store = new TaskStore(src, { filter: { status: ['QUEUED', 'RUNNING'] } });
+  await store.start();
+  src.listDelay = 50;
+  const sync = store.resync(); // the list snapshot is taken now: both tasks at their old versions
+  const done = src.put(bump(running, { status: 'COMPLETED', progress: 100 }));
+  src.emit({ type: 'task.updated', params: { seq: 1, task: done } });
+  const started = src.put(bump(queued, { status: 'RUNNING' }));
+  src.emit({ type: 'task.updated', params: { seq: 2, task: started } });
+  const finished = src.put(bump(started, { status: 'FAILED' }));
+  src.emit({ type: 'task.updated', params: { seq: 3, task: finished } });
+  assert.equal(store.get(running.id), undefined, 'left the filter');
+  await sync;
+  assert.equal(store.get(running.id), undefined, 'the older list did not bring it back');
+  assert.equal(store.get(queued.id), undefined, 'kept, then left the filter: not brought back either');
+  // A later resync still takes what the list has when it is newer than any event seen.
+  src.listDelay = 0;
+  src.put(bump(finished, { status: 'QUEUED' })); // retried while nobody listened
+  await store.resync();
+  assert.equal(store.get(queued.id)?.version, finished.version + 1);
+});
