@@ -600,11 +600,18 @@ export class SidecarClient {
     // A sidecar that never became ready: awaitReady (start or restart attempt) reports it.
     if (session.readyInfo === null) return;
     liveClients.delete(this);
+    const unexpected = this.stateValue === 'ready'; // else closing/closed: expected
+    if (unexpected) {
+      // Before 'exit' is emitted: a call made by an exit listener must wait behind a new gate for
+      // the next sidecar, not find the dead session behind the old, resolved one.
+      this.stateValue = 'restarting';
+      this.gate = deferred<Session>();
+    }
     this.emit('exit', info);
-    if (this.stateValue !== 'ready') return; // closing/closed: expected
+    // An exit listener may have called close(), which owns what follows.
+    if (!unexpected || this.stateValue !== 'restarting') return;
     this.log('warn', `sidecar pid ${String(info.pid)} exited unexpectedly (code ${String(info.code)}, signal ${String(info.signal)})`);
     if (this.stableTimer) clearTimeout(this.stableTimer);
-    this.gate = deferred<Session>();
     this.scheduleRestart(
       new SidecarError(ClientErrorCode.SidecarExited, 'the sidecar exited unexpectedly', {
         exitCode: info.code,

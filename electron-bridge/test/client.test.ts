@@ -158,6 +158,36 @@ test('a call made while the sidecar restarts waits for the new one', async () =>
   assert.equal(client.readyInfo!.pid, client.pid);
 });
 
+test('a call made inside an exit listener waits for the restarted sidecar', async () => {
+  const { client } = await startFake({}, { restart: { initialDelayMs: 50 } });
+  const oldPid = client.pid!;
+  let inListener: Promise<unknown> | undefined;
+  let stateInListener: string | undefined;
+  client.once('exit', () => {
+    stateInListener = client.state;
+    inListener = client.system.ping();
+  });
+  const restarted = new Promise<ClientEvents['restarted']>((resolve) => client.once('restarted', resolve));
+  process.kill(oldPid, 'SIGKILL');
+  const info = await restarted;
+  assert.equal(await inListener, 'pong');
+  assert.equal(stateInListener, 'restarting');
+  assert.notEqual(info.pid, oldPid);
+});
+
+test('with restarts disabled, a call made inside an exit listener rejects at once: restarts are disabled', async () => {
+  const { client } = await startFake({}, { restart: false });
+  let inListener: Promise<unknown> | undefined;
+  client.once('exit', () => {
+    inListener = client.system.ping({ timeoutMs: 0 });
+    inListener.catch(() => undefined); // asserted below
+  });
+  process.kill(client.pid!, 'SIGKILL');
+  await until(() => inListener !== undefined, 10_000, 'the exit event');
+  await assert.rejects(inListener!, (err: unknown) => err instanceof SidecarError && err.code === ClientErrorCode.StartFailed && /restarts are disabled/.test(err.message));
+  assert.equal(client.state, 'failed');
+});
+
 test('close() escalates: system.shutdown ignored, SIGTERM ignored, SIGKILL; no process left', async () => {
   const { client, logs } = await startFake({ FAKE_IGNORE_SHUTDOWN: '1', FAKE_IGNORE_SIGTERM: '1' }, { shutdownTimeoutMs: 300, killTimeoutMs: 300 });
   const pid = client.pid!;
