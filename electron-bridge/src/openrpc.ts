@@ -22,6 +22,7 @@ export interface OpenRpcMismatch {
     | 'param-missing-in-document'
     | 'param-missing-in-bridge'
     | 'param-required-mismatch'
+    | 'param-constraint-mismatch'
     | 'task-field-missing-in-document'
     | 'task-field-missing-in-bridge'
     | 'notification-missing-in-document'
@@ -77,6 +78,7 @@ export function checkAgainstOpenRpc(doc: OpenRpcDocument, options: OpenRpcCheckO
           detail: `${name}: param "${param}" is ${field.optional ? 'optional' : 'required'} in the bridge but ${required ? 'required' : 'optional'} in the document`,
         });
       }
+      compareConstraints(doc, name, param, field, dp.schema, out);
     }
     for (const param of docParams.keys()) {
       if (!Object.prototype.hasOwnProperty.call(params, param)) {
@@ -146,6 +148,58 @@ export function checkAgainstOpenRpc(doc: OpenRpcDocument, options: OpenRpcCheckO
     }
   }
   return out;
+}
+
+type BoundKey = 'minLength' | 'maxLength' | 'minItems' | 'maxItems' | 'min' | 'max' | 'exclusiveMin';
+
+/** FieldSpec bounds and the JSON Schema keywords they stand for. */
+const BOUNDS: ReadonlyArray<readonly [spec: BoundKey, keyword: string]> = [
+  ['minLength', 'minLength'],
+  ['maxLength', 'maxLength'],
+  ['minItems', 'minItems'],
+  ['maxItems', 'maxItems'],
+  ['min', 'minimum'],
+  ['max', 'maximum'],
+  ['exclusiveMin', 'exclusiveMinimum'],
+];
+
+/**
+ * A bound the document states must be the bridge's too: a looser one lets renderer input through
+ * that the sidecar refuses, a tighter one refuses what it accepts. A bound only the bridge has is
+ * its own cap on renderer input and is not reported. A string array's minLength/maxLength are its
+ * items'; an object array's items are compared field by field.
+ */
+function compareConstraints(doc: OpenRpcDocument, method: string, param: string, field: FieldSpec, schemaIn: JsonValue | undefined, out: OpenRpcMismatch[]): void {
+  const schema = asSchema(resolveRef(doc, schemaIn));
+  if (!schema) return;
+  const items = asSchema(resolveRef(doc, schema['items']));
+  const bounds = field as { readonly [K in BoundKey]?: number }; // the kinds without bounds have none of these keys
+  for (const [key, keyword] of BOUNDS) {
+    const itemBound = field.kind === 'stringArray' && (key === 'minLength' || key === 'maxLength');
+    const stated = itemBound ? items?.[keyword] : schema[keyword];
+    if (typeof stated !== 'number') continue; // the document states no such bound
+    // An absent lower bound on a length or a count is 0.
+    const ours = bounds[key] ?? (key === 'minLength' || key === 'minItems' ? 0 : undefined);
+    if (ours === stated) continue;
+    const where = itemBound ? `${param}[]` : param;
+    out.push({
+      kind: 'param-constraint-mismatch',
+      method,
+      param: where,
+      detail: `${method}: param "${where}" ${keyword} is ${ours === undefined ? 'not set' : String(ours)} in the bridge but ${stated} in the document`,
+    });
+  }
+  if (field.kind === 'objectArray') {
+    const props = asSchema(items ? resolveRef(doc, items['properties']) : undefined);
+    if (!props) return;
+    for (const [key, itemField] of Object.entries(field.item)) {
+      if (props[key] !== undefined) compareConstraints(doc, method, `${param}[].${key}`, itemField, props[key], out);
+    }
+  }
+}
+
+function asSchema(value: JsonValue | undefined): { [key: string]: JsonValue } | null {
+  return value && typeof value === 'object' && !Array.isArray(value) ? value : null;
 }
 
 function requiredOf(schema: JsonValue | undefined): string[] {

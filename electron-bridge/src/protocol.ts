@@ -363,7 +363,8 @@ export type FieldSpec =
   | { kind: 'integer'; optional?: boolean; nullable?: boolean; min?: number; max?: number }
   | { kind: 'number'; optional?: boolean; min?: number; max?: number; exclusiveMin?: number }
   | { kind: 'enum'; optional?: boolean; values: readonly string[] }
-  | { kind: 'stringArray'; optional?: boolean; maxItems?: number; minItems?: number; maxLength?: number; values?: readonly string[] }
+  /** `minLength` / `maxLength` apply to each item. */
+  | { kind: 'stringArray'; optional?: boolean; maxItems?: number; minItems?: number; minLength?: number; maxLength?: number; values?: readonly string[] }
   | { kind: 'jsonObject'; optional?: boolean; maxBytes?: number }
   | { kind: 'objectArray'; optional?: boolean; minItems?: number; maxItems?: number; item: ParamsSpec };
 
@@ -383,8 +384,18 @@ export interface MethodSpec<M extends MethodName> {
   internal?: boolean;
 }
 
+/*
+ * Constraints are the sidecar's own (its rpc.discover schemas): a renderer's params the sidecar
+ * would refuse are refused here already. checkAgainstOpenRpc compares them, so drift fails a test.
+ * A cap the sidecar does not state (details' size, a few maxItems) is the bridge's own, on
+ * renderer input only.
+ */
 const ID: FieldSpec = { kind: 'string', minLength: 1, maxLength: 200 };
 const MAX_DETAILS_BYTES = 1024 * 1024;
+/** The latest epoch ms the sidecar accepts (its MAX_MS: 9999-12-31T23:59:59.999Z). */
+const MAX_EPOCH_MS = 253_402_300_799_999;
+/** A task type as `queue.*` params name it. */
+const QUEUE_TYPE: FieldSpec = { kind: 'string', optional: true, minLength: 1, maxLength: 200 };
 
 const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec } = {
   type: { kind: 'string', minLength: 1, maxLength: 200 },
@@ -392,9 +403,9 @@ const CREATE_SPEC: { readonly [K in keyof Required<CreateTaskParams>]: FieldSpec
   parentId: { ...ID, optional: true, nullable: true },
   priority: { kind: 'integer', optional: true, min: -1_000_000, max: 1_000_000 },
   maxAttempts: { kind: 'integer', optional: true, min: 1, max: 1000 },
-  runAt: { kind: 'integer', optional: true, min: 0 },
+  runAt: { kind: 'integer', optional: true, min: 0, max: MAX_EPOCH_MS },
   idempotencyKey: { kind: 'string', optional: true, nullable: true, minLength: 1, maxLength: 500 },
-  dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, maxLength: 200 },
+  dependsOn: { kind: 'stringArray', optional: true, maxItems: 10_000, minLength: 1, maxLength: 200 },
   onChildFailure: { kind: 'enum', optional: true, values: ['fail', 'continue'] },
   weight: { kind: 'number', optional: true, exclusiveMin: 0, max: 1_000_000 },
 };
@@ -426,7 +437,7 @@ export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
       type: { kind: 'stringArray', optional: true, maxItems: 1000, maxLength: 200 },
       parentId: { ...ID, optional: true },
       limit: { kind: 'integer', optional: true, min: 1, max: 1000 },
-      cursor: { kind: 'string', optional: true, nullable: true, maxLength: 1000 },
+      cursor: { kind: 'string', optional: true, nullable: true, maxLength: 200 },
     },
   },
   'tasks.stats': { params: null },
@@ -435,19 +446,19 @@ export const METHOD_SPECS: { readonly [M in MethodName]: MethodSpec<M> } = {
   'tasks.delete': { params: { id: ID }, destructive: true },
   'tasks.prune': {
     params: {
-      olderThanMs: { kind: 'integer', optional: true, min: 0 },
-      statuses: { kind: 'stringArray', optional: true, values: TERMINAL_STATUSES, maxItems: TERMINAL_STATUSES.length },
+      olderThanMs: { kind: 'integer', optional: true, min: 0, max: MAX_EPOCH_MS },
+      statuses: { kind: 'stringArray', optional: true, values: TERMINAL_STATUSES, minItems: 1, maxItems: TERMINAL_STATUSES.length },
     },
     destructive: true,
   },
   'tasks.tree': { params: { id: ID }, graph: true },
   'tasks.pause': { params: { id: ID }, graph: true },
   'tasks.resume': { params: { id: ID }, graph: true },
-  'queue.pause': { params: { type: { kind: 'string', optional: true, maxLength: 200 } }, graph: true },
-  'queue.resume': { params: { type: { kind: 'string', optional: true, maxLength: 200 } }, graph: true },
+  'queue.pause': { params: { type: QUEUE_TYPE }, graph: true },
+  'queue.resume': { params: { type: QUEUE_TYPE }, graph: true },
   'queue.setConcurrency': {
     params: {
-      type: { kind: 'string', optional: true, maxLength: 200 },
+      type: QUEUE_TYPE,
       limit: { kind: 'integer', nullable: true, min: 1, max: 256 },
     },
     graph: true,

@@ -95,7 +95,7 @@ function checkField(value: unknown, field: FieldSpec, path: string): void {
       if (field.minItems !== undefined && value.length < field.minItems) throw new Invalid(path, `must have at least ${field.minItems} items`);
       if (field.maxItems !== undefined && value.length > field.maxItems) throw new Invalid(path, `must have at most ${field.maxItems} items`);
       value.forEach((item, i) => {
-        checkString(item, join(path, i), 0, field.maxLength);
+        checkString(item, join(path, i), field.minLength, field.maxLength);
         if (field.values && !field.values.includes(item)) throw new Invalid(join(path, i), `must be one of ${field.values.join(', ')}`);
       });
       return;

@@ -2,7 +2,45 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { checkAgainstOpenRpc } from '../src/openrpc';
-import { GRAPH_TASK_FIELDS, METHOD_SPECS, NOTIFICATION_FIELDS, TASK_FIELDS, type MethodName, type OpenRpcDocument, type ParamsSpec } from '../src/protocol';
+import {
+  GRAPH_TASK_FIELDS,
+  METHOD_SPECS,
+  NOTIFICATION_FIELDS,
+  TASK_FIELDS,
+  type FieldSpec,
+  type JsonValue,
+  type MethodName,
+  type OpenRpcDocument,
+  type ParamsSpec,
+} from '../src/protocol';
+
+/** The JSON Schema a sidecar would state for a bridge field spec, bounds included. */
+function schemaOf(f: FieldSpec): { [key: string]: JsonValue } {
+  const bounds = (pairs: Array<[string, number | undefined]>) => Object.fromEntries(pairs.filter(([, v]) => v !== undefined)) as { [key: string]: JsonValue };
+  switch (f.kind) {
+    case 'string':
+      return { type: 'string', ...bounds([['minLength', f.minLength], ['maxLength', f.maxLength]]) };
+    case 'integer':
+    case 'number':
+      return { type: f.kind, ...bounds([['minimum', f.min], ['maximum', f.max], ['exclusiveMinimum', f.kind === 'number' ? f.exclusiveMin : undefined]]) };
+    case 'enum':
+      return { enum: [...f.values] };
+    case 'stringArray':
+      return {
+        type: 'array',
+        items: f.values ? { enum: [...f.values] } : { type: 'string', ...bounds([['minLength', f.minLength], ['maxLength', f.maxLength]]) },
+        ...bounds([['minItems', f.minItems], ['maxItems', f.maxItems]]),
+      };
+    case 'jsonObject':
+      return { type: 'object' };
+    case 'objectArray':
+      return {
+        type: 'array',
+        items: { type: 'object', properties: Object.fromEntries(Object.entries(f.item).map(([k, v]) => [k, schemaOf(v)])) },
+        ...bounds([['minItems', f.minItems], ['maxItems', f.maxItems]]),
+      };
+  }
+}
 
 /** An OpenRPC document that describes exactly what the bridge types. */
 function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
@@ -13,7 +51,7 @@ function matchingDoc(options: { withGraph?: boolean } = {}): OpenRpcDocument {
       const spec = (METHOD_SPECS[name].params ?? {}) as ParamsSpec;
       const params = Object.entries(spec)
         .filter(([p]) => withGraph || !['ref', 'dependsOn', 'onChildFailure', 'weight', 'include'].includes(p))
-        .map(([p, f]) => ({ name: p, required: !f.optional, schema: {} }));
+        .map(([p, f]) => ({ name: p, required: !f.optional, schema: schemaOf(f) }));
       return { name, params, result: { name: 'result', schema: {} } };
     });
   return {
@@ -95,4 +133,33 @@ test('notifications are compared with x-notifications (names and fields)', () =>
     'notification-missing-in-bridge task.progress',
     'notification-missing-in-document task.deleted',
   ]);
+});
+
+test('param bounds (minLength, maxLength, minItems, maxItems, minimum, maximum, exclusiveMinimum) are compared with the document', () => {
+  const doc = matchingDoc();
+  const schemaOfParam = (method: string, param: string) =>
+    doc.methods.find((m) => m.name === method)!.params!.find((p) => p.name === param)!.schema as { [key: string]: JsonValue };
+  schemaOfParam('tasks.list', 'cursor')['maxLength'] = 100; // the sidecar tightened a bound
+  schemaOfParam('tasks.prune', 'statuses')['minItems'] = 2;
+  delete schemaOfParam('tasks.create', 'runAt')['maximum']; // a bound only the bridge has: its own cap, not reported
+  schemaOfParam('tasks.create', 'weight')['exclusiveMinimum'] = 1;
+  schemaOfParam('queue.setConcurrency', 'limit')['maximum'] = 512;
+  (schemaOfParam('tasks.create', 'dependsOn')['items'] as { [key: string]: JsonValue })['minLength'] = 2; // item bounds of a string array
+  (schemaOfParam('tasks.list', 'type')['items'] as { [key: string]: JsonValue })['minLength'] = 1; // a bound the bridge lacks
+  const items = schemaOfParam('tasks.createMany', 'tasks')['items'] as { properties: { [key: string]: { [key: string]: JsonValue } } };
+  items.properties['priority']!['minimum'] = 0; // inside createMany items
+  const found = checkAgainstOpenRpc(doc).map((m) => `${m.kind} ${m.method} ${m.param}`).sort();
+  assert.deepEqual(found, [
+    'param-constraint-mismatch queue.setConcurrency limit',
+    'param-constraint-mismatch tasks.create dependsOn[]',
+    'param-constraint-mismatch tasks.create weight',
+    'param-constraint-mismatch tasks.createMany tasks[].priority',
+    'param-constraint-mismatch tasks.list cursor',
+    'param-constraint-mismatch tasks.list type[]',
+    'param-constraint-mismatch tasks.prune statuses',
+  ]);
+  const cursor = checkAgainstOpenRpc(doc).find((m) => m.param === 'cursor')!;
+  assert.equal(cursor.detail, 'tasks.list: param "cursor" maxLength is 200 in the bridge but 100 in the document');
+  const type = checkAgainstOpenRpc(doc).find((m) => m.param === 'type[]')!;
+  assert.equal(type.detail, 'tasks.list: param "type[]" minLength is 0 in the bridge but 1 in the document');
 });

@@ -116,6 +116,31 @@ test('rejected renderer input never reaches the sidecar and comes back as -32602
   assert.deepEqual(client.calls, []);
 });
 
+test("params the sidecar's own schema refuses are refused by the relay too, before reaching it", async () => {
+  const { client, page } = setup({ allowDestructive: true, methods: ['tasks.create', 'tasks.list', 'tasks.prune', 'queue.pause', 'queue.setConcurrency'] });
+  const cases: Array<[method: string, params: unknown, field: string, reason: RegExp]> = [
+    ['tasks.prune', { statuses: [] }, 'statuses', /at least 1 items/],
+    ['tasks.prune', { olderThanMs: 253_402_300_800_000 }, 'olderThanMs', /<= 253402300799999/],
+    ['tasks.list', { cursor: 'x'.repeat(201) }, 'cursor', /at most 200 characters/],
+    ['queue.pause', { type: '' }, 'type', /must not be empty/],
+    ['queue.setConcurrency', { type: '', limit: 2 }, 'type', /must not be empty/],
+    ['tasks.create', { type: 'demo.noop', runAt: 253_402_300_800_000 }, 'runAt', /<= 253402300799999/],
+    ['tasks.create', { type: 'demo.noop', dependsOn: [''] }, 'dependsOn[0]', /must not be empty/],
+  ];
+  for (const [method, params, field, reason] of cases) {
+    const env = (await page.invoke(`task-sidecar:${method}`, params)) as IpcEnvelope<unknown>;
+    assert.equal(env.ok, false, `${method} ${JSON.stringify(params).slice(0, 60)} was accepted`);
+    if (env.ok) continue;
+    assert.equal(env.error.code, ErrorCode.InvalidParams, method);
+    assert.equal((env.error.data as { field: string }).field, field, `${method}: ${env.error.message}`);
+    assert.match((env.error.data as { reason: string }).reason, reason, `${method}: ${env.error.message}`);
+  }
+  assert.deepEqual(client.calls, []);
+  // the bounds themselves still pass
+  client.answer = () => ({ tasks: [], nextCursor: null });
+  assert.equal(((await page.invoke('task-sidecar:tasks.list', { cursor: 'x'.repeat(200) })) as IpcEnvelope<unknown>).ok, true);
+});
+
 test('a prototype-polluting key is passed on as plain data, never as a prototype', async () => {
   const { client, page } = setup();
   const details = JSON.parse('{"__proto__": {"polluted": true}, "ok": 1}') as Record<string, unknown>;
