@@ -14,6 +14,7 @@ import { SidecarError } from './errors';
 import { LineDecoder } from './framing';
 import {
   ClientErrorCode,
+  DEFAULT_MAX_MESSAGE_BYTES,
   type CreateManyItem,
   type CreateTaskParams,
   type GetTaskParams,
@@ -70,8 +71,14 @@ export interface SidecarClientOptions {
   shutdownTimeoutMs?: number;
   /** close(): how long to wait after SIGTERM before SIGKILL (default 3 s). */
   killTimeoutMs?: number;
-  /** Largest accepted protocol line from the sidecar (default 256 MiB). */
+  /** Largest accepted protocol line from the sidecar (default 256 MiB); a longer answer fails its call (ResponseTooLarge). */
   maxLineBytes?: number;
+  /**
+   * Longest request line the sidecar reads, in bytes (its `--max-message-bytes`, default 8 MiB).
+   * When set, it is passed to the sidecar. A longer request fails at once with -32600 and is
+   * never written. Without it, a `--max-message-bytes` in `args`/`extraArgs` is taken, else 8 MiB.
+   */
+  maxMessageBytes?: number;
 }
 
 export interface ExitInfo {
@@ -159,7 +166,7 @@ class Session {
   constructor(
     readonly child: ChildProcessWithoutNullStreams,
     private readonly logger: Logger | undefined,
-    maxLineBytes: number | undefined,
+    limits: { maxLineBytes: number | undefined; maxRequestBytes: number },
     onNotification: (session: Session, method: string, params: unknown) => void,
     private readonly onExit: (session: Session, info: ExitInfo) => void,
   ) {
@@ -169,7 +176,8 @@ class Session {
       output: child.stdin,
       pid,
       logger,
-      ...(maxLineBytes !== undefined ? { maxLineBytes } : {}),
+      ...(limits.maxLineBytes !== undefined ? { maxLineBytes: limits.maxLineBytes } : {}),
+      maxRequestBytes: limits.maxRequestBytes,
       onNotification: (method, params) => {
         if (method === 'sidecar.ready' && !this.ready.settled) {
           this.readyInfo = params as ReadyInfo;
@@ -308,6 +316,9 @@ export class SidecarClient {
   private constructor(options: SidecarClientOptions) {
     if (!options || typeof options.dbPath !== 'string' || options.dbPath.length === 0) {
       throw new TypeError('SidecarClient.start: dbPath is required');
+    }
+    if (options.maxMessageBytes !== undefined && !(Number.isSafeInteger(options.maxMessageBytes) && options.maxMessageBytes > 0)) {
+      throw new TypeError('SidecarClient.start: maxMessageBytes must be a positive integer');
     }
     this.opts = { ...options };
     this.callTimeoutMs = options.callTimeoutMs ?? 30_000;
@@ -501,6 +512,8 @@ export class SidecarClient {
     args.push('--db', o.dbPath);
     for (const h of o.handlers ?? []) args.push('--handlers', h);
     args.push(...(o.extraArgs ?? []));
+    // Last, so the limit the client enforces is the one the sidecar takes.
+    if (o.maxMessageBytes !== undefined) args.push('--max-message-bytes', String(o.maxMessageBytes));
     return { command, args, cwd };
   }
 
@@ -517,7 +530,7 @@ export class SidecarClient {
     const session = new Session(
       child,
       this.opts.logger,
-      this.opts.maxLineBytes,
+      { maxLineBytes: this.opts.maxLineBytes, maxRequestBytes: maxMessageBytesOf(args) },
       (s, method, params) => this.onNotification(s, method, params),
       (s, info) => this.onSessionExit(s, info),
     );
@@ -745,6 +758,17 @@ export function stderrLevel(line: string): 'debug' | 'info' | 'warn' | 'error' {
     default:
       return 'info';
   }
+}
+
+/** The request size limit the sidecar takes from its command line: its last `--max-message-bytes`, else the default. */
+function maxMessageBytesOf(args: readonly string[]): number {
+  let limit = DEFAULT_MAX_MESSAGE_BYTES;
+  args.forEach((arg, i) => {
+    const value = arg === '--max-message-bytes' ? args[i + 1] : arg.startsWith('--max-message-bytes=') ? arg.slice(arg.indexOf('=') + 1) : undefined;
+    const n = Number(value);
+    if (value !== undefined && Number.isSafeInteger(n) && n > 0) limit = n; // else the sidecar refuses to start (exit 2)
+  });
+  return limit;
 }
 
 function tailText(stderr: string): string {

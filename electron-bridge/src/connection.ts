@@ -19,9 +19,9 @@ import {
 } from 'json-rpc-2.0';
 
 import { SidecarError } from './errors';
-import { LineDecoder, encodeMessage } from './framing';
+import { DEFAULT_MAX_LINE_BYTES, LineDecoder, encodeMessage, type OversizeEnds } from './framing';
 import { OutgoingQueue } from './outgoing';
-import { ClientErrorCode, ErrorCode, type JsonValue } from './protocol';
+import { ClientErrorCode, DEFAULT_MAX_MESSAGE_BYTES, ErrorCode, type JsonValue } from './protocol';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
 export interface LogEntry {
@@ -46,7 +46,14 @@ export interface ConnectionOptions {
   onNotification: (method: string, params: unknown) => void;
   logger?: Logger | undefined;
   pid?: number | undefined;
+  /** Longest line accepted from the peer, in bytes (default 256 MiB); a longer answer fails its call. */
   maxLineBytes?: number;
+  /**
+   * Longest request line the peer reads, in bytes without the newline (the sidecar's
+   * `--max-message-bytes`, default 8 MiB). A longer request fails at once and is never written:
+   * the sidecar would answer it with an id-less error no call can be matched to.
+   */
+  maxRequestBytes?: number;
 }
 
 /** The longest delay setTimeout keeps (about 24.8 days). */
@@ -63,12 +70,16 @@ export class RpcConnection {
   private closedError: SidecarError | null = null;
   private readonly outgoing = new OutgoingQueue();
   private waitingForDrain = false;
+  private readonly maxLineBytes: number;
+  private readonly maxRequestBytes: number;
 
   constructor(private readonly opts: ConnectionOptions) {
+    this.maxLineBytes = opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+    this.maxRequestBytes = opts.maxRequestBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
     this.rpc = new JSONRPCClient<void>((payload: JSONRPCRequest) => this.write(payload));
     this.decoder = new LineDecoder((line) => this.onLine(line), {
-      ...(opts.maxLineBytes !== undefined ? { maxLineBytes: opts.maxLineBytes } : {}),
-      onOversize: (bytes) => this.log('error', 'bridge', `dropped a ${bytes}-byte line from the sidecar (over the line limit)`),
+      maxLineBytes: this.maxLineBytes,
+      onOversize: (bytes, ends) => this.onOversize(bytes, ends),
     });
     opts.input.on('data', (chunk: Buffer | string) => this.decoder.push(chunk));
     opts.input.on('end', () => this.decoder.end());
@@ -187,6 +198,16 @@ export class RpcConnection {
       }
       return;
     }
+    // A UTF-16 unit is at most 3 UTF-8 bytes: most lines are judged without counting their bytes.
+    if ((line.length - 1) * 3 > this.maxRequestBytes) {
+      const bytes = Buffer.byteLength(line, 'utf8') - 1; // without the newline, as the sidecar counts
+      if (bytes > this.maxRequestBytes) {
+        const why = `the request is ${bytes} bytes as one line, over the sidecar's limit of ${this.maxRequestBytes} (maxMessageBytes); it was not sent`;
+        if (id === undefined) this.log('error', 'bridge', `${payload.method}: ${why}`);
+        else this.rpc.receive(createJSONRPCErrorResponse(id, ErrorCode.InvalidRequest, `${payload.method}: ${why}`, { method: payload.method, bytes, limit: this.maxRequestBytes }));
+        return;
+      }
+    }
     this.outgoing.push({ id, method: payload.method, line });
     this.pump();
   }
@@ -218,6 +239,26 @@ export class RpcConnection {
   private onDrain(): void {
     this.waitingForDrain = false;
     this.pump();
+  }
+
+  /**
+   * A line over maxLineBytes was dropped unread. When it answered a pending call, that call fails
+   * now rather than at its timeout (or never, without one): the sidecar writes a response's "id"
+   * last, other peers often first, so both ends of the line are looked at.
+   */
+  private onOversize(bytes: number, ends: OversizeEnds): void {
+    const id = responseIdOf(ends.head.toString('latin1'), ends.tail.toString('latin1'));
+    const method = id === undefined ? undefined : this.pending.get(id);
+    this.log('error', 'bridge', `dropped a ${bytes}-byte line from the sidecar (over the line limit of ${this.maxLineBytes})${method ? `: the answer to ${method}` : ''}`);
+    if (id === undefined || method === undefined) return;
+    this.rpc.receive(
+      createJSONRPCErrorResponse(
+        id,
+        ClientErrorCode.ResponseTooLarge,
+        `${method}: the sidecar's answer is ${bytes} bytes, over the client's maxLineBytes of ${this.maxLineBytes}; it was dropped`,
+        { method, bytes, limit: this.maxLineBytes },
+      ),
+    );
   }
 
   private onLine(line: string): void {
@@ -256,9 +297,11 @@ export class RpcConnection {
     }
     if ('result' in m || 'error' in m) {
       if (m.id === null || m.id === undefined) {
-        // e.g. -32700 / -32600 for a line the sidecar could not read: nothing to correlate.
-        const err = m.error as { code?: unknown; message?: unknown } | undefined;
-        this.log('error', 'bridge', `sidecar error without id: ${String(err?.code)} ${String(err?.message)}`);
+        // e.g. -32700 / -32600 for a line the sidecar could not read: nothing to correlate. An
+        // over-long request is refused before it is written, unless the limits disagree.
+        const err = m.error as { code?: unknown; message?: unknown; data?: unknown } | undefined;
+        const detail = typeof err?.data === 'string' ? ` (${err.data})` : '';
+        this.log('error', 'bridge', `sidecar error without id: ${String(err?.code)} ${String(err?.message)}${detail}`);
         return;
       }
       if (typeof m.id === 'number' && !this.pending.has(m.id)) {
@@ -274,6 +317,15 @@ export class RpcConnection {
   private log(level: LogLevel, source: LogEntry['source'], message: string): void {
     this.opts.logger?.({ level, source, message, pid: this.opts.pid });
   }
+}
+
+/** A response envelope's top-level numeric id: its first member after "jsonrpc", or its last. */
+const ID_FIRST = /^\s*\{\s*"jsonrpc"\s*:\s*"2\.0"\s*,\s*"id"\s*:\s*(\d+)\s*[,}]/;
+const ID_LAST = /[,{]\s*"id"\s*:\s*(\d+)\s*\}\s*$/;
+
+function responseIdOf(head: string, tail: string): number | undefined {
+  const m = ID_FIRST.exec(head) ?? ID_LAST.exec(tail);
+  return m ? Number(m[1]) : undefined;
 }
 
 function preview(line: string): string {

@@ -351,7 +351,12 @@ export const ClientErrorCode = {
   Forbidden: -32805,
   /** Renderer IPC only: the method is not on the relay's allow-list. */
   NotAllowed: -32806,
+  /** The sidecar's answer was longer than the client's `maxLineBytes`: it was dropped unread. */
+  ResponseTooLarge: -32807,
 } as const;
+
+/** The sidecar's default `--max-message-bytes`: the longest request line it reads (without the newline). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------
 // Run-time method table

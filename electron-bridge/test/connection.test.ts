@@ -162,6 +162,69 @@ test('a huge request is written completely with backpressure', async () => {
   assert.deepEqual(await p, { ok: 1 });
 });
 
+test("a request over the sidecar's line limit fails at once with -32600 naming its size, and is never written", async () => {
+  // Same keys and values, same length: the size of the line the connection writes for these params.
+  const base = Buffer.byteLength(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tasks.create', params: { type: '' } }));
+  const limit = base + 30;
+  const peer = new FakePeer();
+  const conn = new RpcConnection({ input: peer.toClient, output: peer.toPeer, onNotification: () => undefined, maxRequestBytes: limit });
+  const over = { type: '€'.repeat(10) + 'x' }; // 11 characters, 31 bytes: one byte over
+  await assert.rejects(conn.request('tasks.create', over, { timeoutMs: 0 }), (err: unknown) => {
+    assert.ok(err instanceof SidecarError);
+    assert.equal(err.code, ErrorCode.InvalidRequest);
+    assert.equal(err.message, `tasks.create: the request is ${limit + 1} bytes as one line, over the sidecar's limit of ${limit} (maxMessageBytes); it was not sent`);
+    assert.deepEqual(err.data, { method: 'tasks.create', bytes: limit + 1, limit });
+    return true;
+  });
+  assert.equal(conn.pendingCount, 0);
+  const atLimit = conn.request('tasks.create', { type: 'x'.repeat(30) });
+  const req = await peer.nextRequest(0);
+  assert.equal(peer.received.length, 1, 'only the request within the limit was written');
+  assert.equal((req.params as { type: string }).type.length, 30);
+  peer.send({ jsonrpc: '2.0', id: req.id, result: 'created' });
+  assert.equal(await atLimit, 'created');
+  // the default is the sidecar's 8 MiB
+  const { conn: byDefault } = connect();
+  await assert.rejects(
+    byDefault.request('tasks.create', { type: 'x'.repeat(8 * 1024 * 1024) }, { timeoutMs: 0 }),
+    (err: unknown) => err instanceof SidecarError && err.code === ErrorCode.InvalidRequest && /limit of 8388608/.test(err.message),
+  );
+});
+
+test('an answer over maxLineBytes fails its call at once with ResponseTooLarge; other calls go on', async () => {
+  const peer = new FakePeer();
+  const logs: LogEntry[] = [];
+  const conn = new RpcConnection({ input: peer.toClient, output: peer.toPeer, onNotification: () => undefined, logger: (e) => logs.push(e), maxLineBytes: 1000 });
+  const first = conn.request('tasks.list', {}, { timeoutMs: 30_000 });
+  const second = conn.request('tasks.get', { id: 'x' }, { timeoutMs: 30_000 });
+  const third = conn.request('system.ping', undefined, { timeoutMs: 30_000 });
+  const [r1, r2, r3] = [await peer.nextRequest(0), await peer.nextRequest(1), await peer.nextRequest(2)];
+  const started = Date.now();
+  const big = 'b'.repeat(5000);
+  // The sidecar writes "id" last (a nested "id" must not be taken for it); other peers write it first.
+  const lastId = `{"jsonrpc":"2.0","result":{"tasks":[{"id":9,"blob":"${big}"}],"nextCursor":null},"id":${r1.id!}}`;
+  const firstId = `{"jsonrpc":"2.0","id":${r2.id!},"result":{"details":"${big}","id":7}}`;
+  peer.raw(lastId + '\n');
+  const pieces = firstId + '\n';
+  for (let i = 0; i < pieces.length; i += 333) peer.raw(pieces.slice(i, i + 333)); // the line arrives in pieces
+  for (const [p, method, bytes] of [
+    [first, 'tasks.list', lastId.length],
+    [second, 'tasks.get', firstId.length],
+  ] as const) {
+    await assert.rejects(p, (err: unknown) => {
+      assert.ok(err instanceof SidecarError);
+      assert.equal(err.code, ClientErrorCode.ResponseTooLarge, err.message);
+      assert.equal(err.message, `${method}: the sidecar's answer is ${bytes} bytes, over the client's maxLineBytes of 1000; it was dropped`);
+      assert.deepEqual(err.data, { method, bytes, limit: 1000 });
+      return true;
+    });
+  }
+  assert.ok(Date.now() - started < 2000, 'failed at once, not at the timeout');
+  peer.send({ jsonrpc: '2.0', id: r3.id, result: 'pong' });
+  assert.equal(await third, 'pong');
+  assert.ok(logs.some((l) => /over the line limit of 1000\): the answer to tasks\.list/.test(l.message)));
+});
+
 test('a stalled pipe does not block timeouts, and a call aborted while queued is never sent', async () => {
   const { PassThrough } = await import('node:stream');
   const input = new PassThrough();

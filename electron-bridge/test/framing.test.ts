@@ -77,3 +77,18 @@ test('a line is decoded before the chunk it came in is reused', () => {
   decoder.push(Buffer.from('2}\n'));
   assert.deepEqual(lines, ['{"n":1}', '{"n":2}']);
 });
+
+test('a dropped line reports its first and last 128 bytes, in one chunk or in many', () => {
+  const line = '{"jsonrpc":"2.0","result":"' + 'a'.repeat(100) + 'm'.repeat(300) + 'z'.repeat(100) + '","id":42}';
+  for (const pieces of [1, 3, 7, line.length]) {
+    const ends: Array<{ bytes: number; head: string; tail: string }> = [];
+    const decoder = new LineDecoder(() => undefined, {
+      maxLineBytes: 200,
+      onOversize: (bytes, e) => ends.push({ bytes, head: e.head.toString('utf8'), tail: e.tail.toString('utf8') }),
+    });
+    const size = Math.ceil((line.length + 1) / pieces);
+    const text = line + '\n';
+    for (let i = 0; i < text.length; i += size) decoder.push(Buffer.from(text.slice(i, i + size)));
+    assert.deepEqual(ends, [{ bytes: line.length, head: line.slice(0, 128), tail: line.slice(-128) }], `${pieces} pieces`);
+  }
+});

@@ -248,6 +248,45 @@ test('giant lines both ways: a 3 MB multi-byte details object and a multi-MB lis
   assert.ok(JSON.stringify(page).length > 4_000_000);
 });
 
+test("a request over the sidecar's --max-message-bytes fails at once with -32600; maxMessageBytes is passed to the sidecar", async () => {
+  const isTooLong = (limit: number) => (err: unknown) =>
+    err instanceof SidecarError &&
+    err.code === ErrorCode.InvalidRequest &&
+    new RegExp(`^tasks\\.create: the request is \\d+ bytes as one line, over the sidecar's limit of ${limit} \\(maxMessageBytes\\); it was not sent$`).test(err.message);
+  // The default: the sidecar's 8 MiB. Without the check the sidecar answers with id null and the call waits for its timeout.
+  const { client } = await start();
+  let started = Date.now();
+  await assert.rejects(client.tasks.create({ type: 'demo.noop', details: { blob: 'x'.repeat(9 * 1024 * 1024) } }, { timeoutMs: 10_000 }), isTooLong(8 * 1024 * 1024));
+  assert.ok(Date.now() - started < 5_000, 'failed at once, not at the timeout');
+  assert.equal(await client.system.ping(), 'pong');
+  // A limit given in extraArgs is the one enforced.
+  const small = await start({ extraArgs: ['--max-message-bytes', '65536'] });
+  started = Date.now();
+  await assert.rejects(small.client.tasks.create({ type: 'demo.noop', details: { blob: 'x'.repeat(70_000) } }, { timeoutMs: 10_000 }), isTooLong(65536));
+  assert.ok(Date.now() - started < 5_000, 'failed at once, not at the timeout');
+  assert.equal((await small.client.tasks.create({ type: 'demo.noop', details: { blob: 'x'.repeat(60_000) } })).type, 'demo.noop');
+  // maxMessageBytes is passed to the sidecar: a 9 MiB request within 12 MiB is accepted by both.
+  const large = await start({ maxMessageBytes: 12 * 1024 * 1024 });
+  assert.deepEqual(large.client.commandLine.args.slice(-2), ['--max-message-bytes', String(12 * 1024 * 1024)]);
+  const created = await large.client.tasks.create({ type: 'demo.noop', details: { blob: 'x'.repeat(9 * 1024 * 1024) } }, { timeoutMs: 60_000 });
+  assert.equal(created.type, 'demo.noop');
+});
+
+test('an answer over the client\'s maxLineBytes fails its call at once with ResponseTooLarge; the client goes on', async () => {
+  const { client, logs } = await start({ maxLineBytes: 2 * 1024 * 1024 });
+  for (let i = 0; i < 3; i++) await client.tasks.create({ type: 'demo.noop', details: { blob: 'y'.repeat(900 * 1024) } });
+  const started = Date.now();
+  await assert.rejects(client.tasks.list({}, { timeoutMs: 10_000 }), (err: unknown) => {
+    assert.ok(err instanceof SidecarError);
+    assert.equal(err.code, ClientErrorCode.ResponseTooLarge, err.message);
+    assert.match(err.message, /^tasks\.list: the sidecar's answer is \d+ bytes, over the client's maxLineBytes of 2097152; it was dropped$/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5_000, 'failed at once, not at the timeout');
+  assert.ok(logs.some((l) => l.source === 'bridge' && /the answer to tasks\.list/.test(l.message)));
+  assert.equal((await client.tasks.list({ limit: 1 })).tasks.length, 1);
+});
+
 test('per-call timeout and AbortSignal (sidecar frozen with SIGSTOP); late answers are ignored', async () => {
   const { client } = await start();
   process.kill(client.pid!, 'SIGSTOP');
