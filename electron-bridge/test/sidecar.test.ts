@@ -94,7 +94,7 @@ test('start resolves on sidecar.ready: readyInfo, pid, stderr to the logger', as
   assert.equal(typeof info.version, 'string');
   assert.equal(info.pid, client.pid);
   assert.equal(path.resolve(info.dbPath), path.resolve(dbPath));
-  assert.deepEqual(info.recovered, { requeued: 0, failed: 0 });
+  assert.deepEqual(info.recovered, { requeued: 0, failed: 0, cancelled: 0, paused: 0 });
   assert.ok(pidAlive(client.pid));
   assert.equal(client.state, 'ready');
   await until(() => logs.some((l) => l.source === 'stderr'), 5000, 'a stderr line');
