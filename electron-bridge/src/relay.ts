@@ -28,6 +28,8 @@ export interface WebContentsLike {
   send(channel: string, ...args: unknown[]): void;
   isDestroyed?(): boolean;
   id?: number;
+  /** The page's URL (Electron's webContents.getURL): events go only to pages the origin check allows. */
+  getURL?(): string;
 }
 export interface IpcMainInvokeEventLike {
   sender: WebContentsLike;
@@ -61,11 +63,15 @@ export interface RegisterTaskIpcOptions {
   /** Replace the default allow-list (system.shutdown / rpc.discover can never be listed). */
   methods?: readonly RendererMethod[];
   /**
-   * Origins whose pages may call, e.g. `['http://localhost:5173']` in development or
-   * `['app://bundle']` for a custom protocol. `'file://'` allows file: pages. Default: `['file://']`.
+   * Origins whose pages may call and receive events, e.g. `['http://localhost:5173']` in
+   * development or `['app://bundle']` for a custom protocol. `'file://'` allows file: pages.
+   * Default: `['file://']`.
    */
   allowedOrigins?: readonly string[];
-  /** Replace the origin check entirely (return true to allow). The window and frame checks still apply. */
+  /**
+   * Replace the origin check entirely (return true to allow). The window and frame checks still
+   * apply. Events: called with each window's top frame (its `getURL()`, `parent` null).
+   */
   validateSender?: (frame: SenderFrameLike, event: IpcMainInvokeEventLike) => boolean;
   /** Accept calls from iframes (default false: top-level frames only). */
   allowSubframes?: boolean;
@@ -81,6 +87,9 @@ export interface TaskIpcRegistration {
   dispose(): void;
 }
 
+/** The live registration on each ipcMain: a second one replaces it (see registerTaskIpc). */
+const registrations = new WeakMap<IpcMainLike, TaskIpcRegistration>();
+
 export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistration {
   const { ipcMain, client, getWindows } = options;
   const methods = rendererMethods({
@@ -89,6 +98,13 @@ export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistr
   });
   const allowedOrigins = options.allowedOrigins ?? ['file://'];
   const log = (level: LogEntry['level'], message: string): void => options.logger?.({ level, source: 'bridge', message });
+  // A second registration on the same ipcMain (a main-process module loaded twice, a hot reload)
+  // would send every event twice and, disposed later, remove the handlers of the one that stays.
+  const previous = registrations.get(ipcMain);
+  if (previous) {
+    log('warn', 'registerTaskIpc called again on the same ipcMain: the earlier registration is disposed');
+    previous.dispose();
+  }
 
   const refuse = (code: number, message: string, data?: JsonValue): IpcEnvelope<never> => ({
     ok: false,
@@ -132,10 +148,19 @@ export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistr
     ipcMain.handle(channel, handler);
   }
 
+  // Events carry every task's details and result: they go to the pages that may call, not to a
+  // window that navigated to (or was opened on) another origin.
+  const pageAllowed = (contents: WebContentsLike): boolean => {
+    if (!contents.getURL) return true; // a stand-in that cannot say: nothing to check
+    const frame: SenderFrameLike = { url: contents.getURL(), parent: null };
+    if (options.validateSender) return options.validateSender(frame, { sender: contents, senderFrame: frame });
+    return originAllowed(frame.url, allowedOrigins);
+  };
   const broadcast = (event: TaskEvent): void => {
     for (const w of getWindows()) {
       try {
         if (w.isDestroyed?.() || w.webContents.isDestroyed?.()) continue;
+        if (!pageAllowed(w.webContents)) continue;
         w.webContents.send(IPC_EVENT_CHANNEL, event);
       } catch (err) {
         log('warn', `could not send ${event.type} to a window: ${String(err)}`);
@@ -149,13 +174,20 @@ export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistr
     client.on('queue.updated', (params) => broadcast({ type: 'queue.updated', params })),
   ];
 
-  return {
+  let disposed = false;
+  const registration: TaskIpcRegistration = {
     methods,
     dispose(): void {
-      for (const m of methods) ipcMain.removeHandler(channelFor(m));
+      if (disposed) return;
+      disposed = true;
       for (const u of unsubscribers) u();
+      if (registrations.get(ipcMain) !== registration) return; // replaced: the handlers are the new one's
+      registrations.delete(ipcMain);
+      for (const m of methods) ipcMain.removeHandler(channelFor(m));
     },
   };
+  registrations.set(ipcMain, registration);
+  return registration;
 }
 
 function sameContents(a: WebContentsLike, b: WebContentsLike): boolean {

@@ -33,8 +33,13 @@ export class FakeWebContents {
   readonly id = nextContentsId++;
   readonly sent: Array<{ channel: string; args: unknown[] }> = [];
   destroyed = false;
+  /** The page it shows (webContents.getURL). */
+  url = 'file:///app/index.html';
   /** The renderer side of this page (set by FakeIpcRenderer). */
   renderer: FakeIpcRenderer | null = null;
+  getURL(): string {
+    return this.url;
+  }
   send(channel: string, ...args: unknown[]): void {
     if (this.destroyed) throw new Error('Object has been destroyed');
     const cloned = structuredClone(args);

@@ -230,3 +230,36 @@ test('task.updated, task.deleted, restarted and queue.updated are broadcast to e
   client.emit('task.updated', { seq: 2, task });
   assert.equal(windows[0]!.webContents.sent.length, 4);
 });
+
+test('a window showing a page of an origin that may not call gets no events', () => {
+  const { client, windows } = setup();
+  windows[1]!.webContents.url = 'https://evil.example/phish.html'; // navigated away, or opened on it
+  const task = makeTask();
+  client.emit('task.updated', { seq: 1, task });
+  assert.equal(windows[0]!.webContents.sent.length, 1);
+  assert.equal(windows[1]!.webContents.sent.length, 0);
+
+  const custom = setup({ validateSender: (frame) => frame.url.startsWith('file:///app/') });
+  custom.windows[1]!.webContents.url = 'file:///etc/other.html';
+  custom.client.emit('task.updated', { seq: 1, task });
+  assert.equal(custom.windows[0]!.webContents.sent.length, 1);
+  assert.equal(custom.windows[1]!.webContents.sent.length, 0);
+});
+
+test('registering twice on one ipcMain replaces the first registration: events once, handlers kept', async () => {
+  const ipcMain = new FakeIpcMain();
+  const client = new FakeClient();
+  client.answer = () => ({ tasks: [], nextCursor: null });
+  const windows = [new FakeWindow()];
+  const first = registerTaskIpc({ ipcMain, client, getWindows: () => windows });
+  const second = registerTaskIpc({ ipcMain, client, getWindows: () => windows });
+  client.emit('task.updated', { seq: 1, task: makeTask() });
+  assert.equal(windows[0]!.webContents.sent.length, 1, 'each event reaches a window once');
+  first.dispose(); // late: must not take the second registration's handlers with it
+  const page = new FakeIpcRenderer(ipcMain, windows[0]!.webContents);
+  assert.equal(((await page.invoke('task-sidecar:tasks.list', {})) as IpcEnvelope<unknown>).ok, true);
+  client.emit('task.updated', { seq: 2, task: makeTask() });
+  assert.equal(windows[0]!.webContents.sent.length, 2);
+  second.dispose();
+  assert.equal(client.listenerCount(), 0);
+});
