@@ -927,11 +927,15 @@ class Engine:
         if kind == "stopped":
             if reason == "timeout":
                 kind, outcome = "error", ("error", f"timed out after {spec.timeout_s:g}s", True)
+            # A run the user paused or the sidecar's own shutdown stopped gives its attempt back:
+            # quitting the app or pausing a download must not use up its retries. (A run cut short
+            # by a crash still counts: it may be the task that crashes the sidecar.)
             elif reason == "shutdown":
-                self.graph.move(tx, ctx.id, Status.QUEUED, **extra)  # keeps its run_at: its place
+                # keeps its run_at: its place in the queue
+                self.graph.move(tx, ctx.id, Status.QUEUED, attempt=ctx.attempt - 1, **extra)
                 return
             elif reason == "pause":
-                self.graph.move(tx, ctx.id, Status.PAUSED, **extra)
+                self.graph.move(tx, ctx.id, Status.PAUSED, attempt=ctx.attempt - 1, **extra)
                 return
             else:
                 self.graph.end(tx, ctx.id, Status.CANCELLED, **extra)

@@ -43,7 +43,8 @@ def test_stdin_eof_requeues_running_tasks_and_exits_zero(start_sidecar, db_path:
     sidecar.close_stdin()
     assert sidecar.wait_exit() == 0
     (status, attempt, checkpoint), = db_rows(db_path, "SELECT status, attempt, checkpoint FROM tasks WHERE id=?", task["id"])
-    assert status == "QUEUED" and attempt == 1 and orjson.loads(checkpoint)["step"] >= 1
+    # the run the shutdown stopped gives its attempt back: the next start is attempt 1 again
+    assert status == "QUEUED" and attempt == 0 and orjson.loads(checkpoint)["step"] >= 1
     assert not Path(str(db_path) + ".lock").exists() or _lock_is_free(db_path)
 
 
@@ -387,3 +388,30 @@ def test_a_cancel_or_pause_answered_before_a_crash_is_kept_after_it(start_sideca
     assert second.call("tasks.get", {"id": to_cancel})["status"] == "CANCELLED"
     assert second.call("tasks.get", {"id": to_pause})["status"] == "PAUSED"
     assert second.wait_status(untouched, "RUNNING")["attempt"] == 2  # interrupted, so run again
+
+
+def test_pausing_uses_up_no_attempts_so_a_later_crash_still_retries(start_sidecar) -> None:
+    first = start_sidecar()
+    task = first.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 60}, "maxAttempts": 2})
+    seen = 0  # the version last looked at: each wait is for a newer announcement
+
+    def next_update(status: str) -> dict:
+        nonlocal seen
+        found = first.wait_notification(lambda m: m["method"] == "task.updated"
+                                        and m["params"]["task"]["id"] == task["id"]
+                                        and m["params"]["task"]["status"] == status
+                                        and m["params"]["task"]["version"] > seen)["params"]["task"]
+        seen = found["version"]
+        return found
+
+    for _ in range(3):
+        assert next_update("RUNNING")["attempt"] == 1
+        first.call("tasks.pause", {"id": task["id"]})
+        assert next_update("PAUSED")["attempt"] == 0
+        first.call("tasks.resume", {"id": task["id"]})
+    next_update("RUNNING")
+    first.kill()  # the first attempt of two is interrupted: one is left
+
+    second = start_sidecar()
+    assert second.ready["recovered"]["requeued"] == 1
+    assert second.wait_status(task["id"], "RUNNING")["attempt"] == 2
