@@ -25,6 +25,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_CONCURRENCY = 256  # queue.setConcurrency's bound too: each slot is a handler thread
+
+
+def concurrency_limit(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="task-sidecar",
@@ -35,7 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--handlers", action="append", default=[], metavar="MODULE|FILE.py",
                    help="load a module by name, or a .py file by path, to register task handlers "
                         "(repeatable; exit 5 if one cannot be loaded)")
-    p.add_argument("--concurrency", type=positive_int, default=4, help="global limit of running tasks")
+    p.add_argument("--concurrency", type=concurrency_limit, default=4,
+                   help=f"global limit of running tasks (1-{MAX_CONCURRENCY})")
     p.add_argument("--durability", choices=("normal", "full"), default="normal",
                    help="SQLite synchronous mode: normal (WAL, fast) or full (fsync every commit)")
     p.add_argument("--max-message-bytes", type=positive_int, default=8 * 1024 * 1024,
@@ -53,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--move-aside-corrupt-db", action="store_true",
                    help="if the database cannot be opened, rename it to DB.corrupt-<time> and start empty "
                         "(never done silently: without this flag the sidecar exits with code 4)")
-    p.add_argument("--log-level", default="INFO",
+    p.add_argument("--log-level", default="INFO", type=str.upper,
                    choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
     p.add_argument("--version", action="version", version=f"task-sidecar {__version__}")
     return p
