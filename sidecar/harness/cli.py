@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from sidecar.harness.client import RpcError, SidecarGone
-from sidecar.harness.session import SidecarOptions, open_sidecar
+from sidecar.harness.session import OptionError, SidecarOptions, open_sidecar
+from sidecar.harness.transport import SpawnError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIDECAR = 0, 1, 2, 3
 
@@ -14,7 +15,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIDECAR = 0, 1, 2, 3
 def _add_common(p: argparse.ArgumentParser, suppress: bool) -> None:
     d = (lambda v: argparse.SUPPRESS) if suppress else (lambda v: v)
     g = p.add_argument_group("sidecar")
-    g.add_argument("--cmd", default=d(None), help="command that starts the sidecar (default: this Python, -m sidecar, in the source tree); --db PATH is appended")
+    g.add_argument("--cmd", default=d(None), help="command that starts the sidecar (default: this Python, -m sidecar, from the source tree); --db PATH is appended; a relative program path is relative to the current directory")
     g.add_argument("--db", default=d(None), help="database file (default: a fresh temporary one, deleted at exit)")
     g.add_argument("--sidecar-arg", dest="sidecar_args", action="append", default=d([]), metavar="ARG", help="extra argument for the sidecar (repeatable), e.g. --sidecar-arg=--concurrency=8")
     g.add_argument("--record", default=d(None), metavar="FILE", help="write every message, both directions, with timestamps, as JSON lines")
@@ -80,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     except RpcError as exc:
         sys.stderr.write(f"task-sidecar-harness: unexpected error response from the sidecar: {exc}\n")
         return EXIT_FAILED
-    except SidecarGone as exc:
+    except (SidecarGone, SpawnError) as exc:
         sys.stderr.write(f"task-sidecar-harness: {exc}\n")
         return EXIT_SIDECAR
+    except OptionError as exc:
+        sys.stderr.write(f"task-sidecar-harness: {exc}\n")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130

@@ -46,6 +46,7 @@ class Client:
         cwd: str | None = None,
         stderr_log: str | None = None,
         echo_stderr: bool = False,
+        env: dict[str, str] | None = None,
     ):
         self.board = Board()
         self.ready: dict[str, Any] | None = None
@@ -68,6 +69,7 @@ class Client:
             cwd=cwd,
             stderr_log=stderr_log,
             echo_stderr=echo_stderr,
+            env=env,
         )
 
     # -- lifecycle -------------------------------------------------------------------------------

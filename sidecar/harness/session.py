@@ -11,7 +11,11 @@ from typing import Iterator
 
 from sidecar.harness.client import Client
 from sidecar.harness.recorder import Recorder
-from sidecar.harness.transport import build_command
+from sidecar.harness.transport import build_command, default_env
+
+
+class OptionError(ValueError):
+    """A harness option cannot be used as given (e.g. a --record file in a missing directory)."""
 
 
 @dataclass
@@ -23,23 +27,45 @@ class SidecarOptions:
     stderr_log: str | None = None
     show_stderr: bool = False
     ready_timeout: float = 30.0
+    # the sidecar's working directory, where relative paths resolve (None: the harness's own)
     cwd: str | None = None
+
+
+def _check_writable(option: str, path: str) -> None:
+    # Before anything is started, so the user gets one clear line instead of a traceback later.
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as exc:
+        raise OptionError(f"{option} {path}: cannot write it: {exc.strerror or exc}") from None
 
 
 @contextlib.contextmanager
 def open_sidecar(opts: SidecarOptions, extra_args: list[str] | None = None) -> Iterator[Client]:
     """A ready Client on a sidecar child; the child is stopped (stdin EOF) and a temporary
     database directory removed on exit."""
+    if opts.stderr_log:
+        _check_writable("--stderr-log", opts.stderr_log)
+    if opts.record:
+        _check_writable("--record", opts.record)
     tmpdir = None
-    db = opts.db
-    if not db:
-        tmpdir = tempfile.mkdtemp(prefix="task-sidecar-harness-")
-        db = os.path.join(tmpdir, "tasks.db")
-    argv = build_command(opts.cmd, db, list(opts.sidecar_args) + list(extra_args or []))
-    recorder = Recorder(opts.record) if opts.record else None
+    recorder = None
     client = None
     try:
-        client = Client(argv, recorder=recorder, cwd=opts.cwd, stderr_log=opts.stderr_log, echo_stderr=opts.show_stderr)
+        db = opts.db
+        if not db:
+            tmpdir = tempfile.mkdtemp(prefix="task-sidecar-harness-")
+            db = os.path.join(tmpdir, "tasks.db")
+        argv = build_command(opts.cmd, db, list(opts.sidecar_args) + list(extra_args or []), cwd=opts.cwd)
+        recorder = Recorder(opts.record) if opts.record else None
+        client = Client(
+            argv,
+            recorder=recorder,
+            cwd=opts.cwd,
+            stderr_log=opts.stderr_log,
+            echo_stderr=opts.show_stderr,
+            env=default_env() if opts.cmd is None else None,
+        )
         client.wait_ready(opts.ready_timeout)
         yield client
     finally:

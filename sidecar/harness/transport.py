@@ -19,17 +19,49 @@ from typing import Any, Callable
 
 from sidecar.harness.recorder import Recorder
 
-# The directory holding the ``sidecar`` package: the default working directory of the child.
+# The directory holding the ``sidecar`` package. The default child imports it from here (through
+# PYTHONPATH) but runs in the user's working directory, so the user's relative paths (--db,
+# --handlers) mean what they say.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent.parent
 
 
+class SpawnError(OSError):
+    """The sidecar could not be started at all (bad --cmd, no such program, not executable)."""
+
+
 def default_command() -> list[str]:
-    return [sys.executable, "-m", "sidecar"]
+    # -P (3.11+): the working directory is not put first on sys.path, so a ``sidecar`` folder in
+    # the user's directory cannot shadow the source tree; the sidecar's --handlers loading still
+    # makes the working directory importable, last.
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe_path, "-m", "sidecar"]
 
 
-def build_command(cmd: str | None, db: str, extra_args: list[str] | None = None) -> list[str]:
-    """The argv of the child: ``--cmd`` (split like a shell would) or the source tree, plus ``--db``."""
-    argv = shlex.split(cmd) if cmd else default_command()
+def default_env() -> dict[str, str]:
+    """What the default command needs in its environment: the source root importable."""
+    paths = [str(SOURCE_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def build_command(
+    cmd: str | None, db: str, extra_args: list[str] | None = None, cwd: str | os.PathLike[str] | None = None
+) -> list[str]:
+    """The argv of the child: ``--cmd`` (split like a shell would) or the source tree, plus ``--db``.
+
+    A ``--cmd`` program given as a relative path (``build/dist/...``) is made absolute against
+    ``cwd`` (default: the harness's working directory), where the user typed it."""
+    if cmd is None:
+        argv = default_command()
+    else:
+        try:
+            argv = shlex.split(cmd)
+        except ValueError as exc:
+            raise SpawnError(f"--cmd {cmd!r}: cannot split it like a shell would: {exc}") from None
+        if not argv:
+            raise SpawnError("--cmd is empty")
+        program = argv[0]
+        if os.sep in program or (os.altsep and os.altsep in program):
+            argv[0] = os.path.join(os.path.abspath(cwd if cwd is not None else os.curdir), program)
     return argv + ["--db", db] + list(extra_args or [])
 
 
@@ -46,6 +78,7 @@ class Transport:
         cwd: str | os.PathLike[str] | None = None,
         stderr_log: str | None = None,
         echo_stderr: bool = False,
+        env: dict[str, str] | None = None,
     ):
         self.argv = argv
         self._on_message = on_message
@@ -56,20 +89,26 @@ class Transport:
         self._echo_stderr = echo_stderr
         self._stderr_log = open(stderr_log, "a", encoding="utf-8") if stderr_log else None
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=200)
-        env = dict(os.environ, PYTHONUTF8="1", PYTHONUNBUFFERED="1")
+        child_env = dict(os.environ, PYTHONUTF8="1", PYTHONUNBUFFERED="1", **(env or {}))
         if recorder:
             recorder.meta(event="spawn", argv=argv)
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd if cwd is not None else SOURCE_ROOT,
-            env=env,
-            # Own session: a Ctrl-C in the harness's terminal does not hit the sidecar; the harness
-            # stops it through the protocol (stdin EOF) instead.
-            start_new_session=True,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,  # None: the harness's own working directory, the user's
+                env=child_env,
+                # Own session: a Ctrl-C in the harness's terminal does not hit the sidecar; the
+                # harness stops it through the protocol (stdin EOF) instead.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            if self._stderr_log:
+                self._stderr_log.close()
+            reason = exc.strerror or str(exc)
+            raise SpawnError(f"cannot start {argv[0]}: {reason}") from None
         self._reader = threading.Thread(target=self._read_stdout, name="sidecar-stdout", daemon=True)
         self._stderr_reader = threading.Thread(target=self._read_stderr, name="sidecar-stderr", daemon=True)
         self._reader.start()
@@ -142,7 +181,8 @@ class Transport:
             self._stderr_reader.join(timeout)
 
     def close(self, timeout: float = 10.0) -> int | None:
-        """Stop the sidecar the polite way (stdin EOF), then SIGTERM, then SIGKILL. Returns the exit code."""
+        """Stop the sidecar the polite way (stdin EOF), then SIGTERM after ``timeout`` s (0: at once),
+        then SIGKILL after 3 s more. Returns the exit code."""
         if self.proc.stdin and not self.proc.stdin.closed:
             with self._write_lock:
                 try:
