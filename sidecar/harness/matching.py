@@ -5,7 +5,12 @@ actual keys are ignored); an expected list matches an actual list of the same le
 scalars compare equal (1 == 1.0, but True is not 1). An expected object whose keys all start with
 ``$`` is an operator: ``{$any: true}`` (present, any value), ``{$absent: true}`` (key missing),
 ``{$regex: "..."}`` (string search), ``{$contains: x}`` (substring or list item),
-``{$gt|$gte|$lt|$lte: n}``, ``{$len: n}``, ``{$in: [..]}``, ``{$not: <expected>}``.
+``{$gt|$gte|$lt|$lte: n}``, ``{$len: n}``, ``{$in: [..]}``, ``{$not: <expected>}``. A key
+written ``$$name`` matches the literal key ``$name`` (``$ref`` in an OpenRPC document).
+
+``pattern_problems`` checks an expected value written by hand (a scenario file): an unknown
+``$`` key, operators mixed with plain keys, or a bad operator argument would otherwise silently
+match as a literal, so a typo would make a check pass without checking.
 """
 
 from __future__ import annotations
@@ -23,6 +28,54 @@ def is_operator(expected: Any) -> bool:
     return isinstance(expected, dict) and bool(expected) and all(k in OPERATORS for k in expected)
 
 
+def _actual_key(key: str) -> str:
+    """``$$name`` in an expected object stands for the literal key ``$name``."""
+    return key[1:] if isinstance(key, str) and key.startswith("$$") else key
+
+
+def pattern_problems(expected: Any, path: str = "") -> list[str]:
+    """What is wrong with a hand-written expected value, as ``path: reason`` lines (empty: fine)."""
+    where = path or "(top)"
+    out: list[str] = []
+    if isinstance(expected, list):
+        for i, item in enumerate(expected):
+            out += pattern_problems(item, f"{path}[{i}]")
+        return out
+    if not isinstance(expected, dict):
+        return out
+    dollar = [k for k in expected if isinstance(k, str) and k.startswith("$") and not k.startswith("$$")]
+    unknown = [k for k in dollar if k not in OPERATORS]
+    if unknown:
+        valid = ", ".join(sorted(OPERATORS))
+        return [f"{where}: unknown operator {', '.join(unknown)} (valid: {valid}; write $$name for a literal key $name)"]
+    if dollar and len(dollar) != len(expected):
+        plain = [str(k) for k in expected if k not in dollar]
+        return [f"{where}: operators ({', '.join(dollar)}) mixed with plain keys ({', '.join(plain)}); nest one in the other"]
+    for key, arg in expected.items():
+        # an operator's argument applies at the same place; a plain key goes one level down
+        at = path if key in OPERATORS else (f"{path}.{_actual_key(key)}" if path else str(_actual_key(key)))
+        if key == "$regex":
+            if not isinstance(arg, str):
+                out.append(f"{where}: $regex needs a string, got {_short(arg)}")
+                continue
+            try:
+                re.compile(arg)
+            except re.error as exc:
+                out.append(f"{where}: $regex {arg!r} is not a regular expression: {exc}")
+        elif key in ("$gt", "$gte", "$lt", "$lte", "$len"):
+            if not isinstance(arg, (int, float)) or isinstance(arg, bool):
+                out.append(f"{where}: {key} needs a number, got {_short(arg)}")
+        elif key == "$in":
+            if not isinstance(arg, list):
+                out.append(f"{where}: $in needs a list, got {_short(arg)}")
+            else:  # each item is a candidate for the same place
+                for item in arg:
+                    out += pattern_problems(item, at)
+        elif key in ("$contains", "$not") or key not in OPERATORS:
+            out += pattern_problems(arg, at)
+    return out
+
+
 def mismatches(expected: Any, actual: Any, path: str = "") -> list[str]:
     """Every place where ``actual`` does not match ``expected``, as ``path: reason`` lines."""
     where = path or "(top)"
@@ -35,6 +88,7 @@ def mismatches(expected: Any, actual: Any, path: str = "") -> list[str]:
             return [f"{where}: expected an object, got {_short(actual)}"]
         out: list[str] = []
         for key, exp in expected.items():
+            key = _actual_key(key)
             out += mismatches(exp, actual.get(key, _MISSING), f"{path}.{key}" if path else str(key))
         return out
     if isinstance(expected, list):
@@ -108,7 +162,7 @@ def _short(value: Any, limit: int = 120) -> str:
 def project(expected: Any, actual: Any) -> Any:
     """The part of ``actual`` that ``expected`` talks about (so a diff shows only relevant keys)."""
     if isinstance(expected, dict) and not is_operator(expected) and isinstance(actual, dict):
-        return {k: project(v, actual[k]) for k, v in expected.items() if k in actual}
+        return {_actual_key(k): project(v, actual[_actual_key(k)]) for k, v in expected.items() if _actual_key(k) in actual}
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         return [project(e, a) for e, a in zip(expected, actual)]
     return actual

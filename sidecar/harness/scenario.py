@@ -2,6 +2,9 @@
 
 See docs/harness.md for the format. A scenario is a list of steps; each step is a mapping with one
 of the keys ``request``, ``notify``, ``raw``, ``await``, ``sleep``, ``check``.
+
+Loading checks every key of the file: a misspelt key (``expct:``, ``seq_contiguos:``) or operator
+(``$regx``) would otherwise be ignored and the step pass without checking anything.
 """
 
 from __future__ import annotations
@@ -17,9 +20,25 @@ import yaml
 from sidecar.harness import refs
 from sidecar.harness.board import TERMINAL
 from sidecar.harness.client import Client
-from sidecar.harness.matching import matches, mismatches, render_diff
+from sidecar.harness.matching import matches, mismatches, pattern_problems, render_diff
 
 STEP_KINDS = ("request", "notify", "raw", "await", "sleep", "check")
+# the keys each kind of step may have besides its own and ``name``
+STEP_KEYS: dict[str, set[str]] = {
+    "request": {"params", "save", "expect", "timeout_s", "allow_error"},
+    "raw": {"save", "expect", "timeout_s", "allow_error"},
+    "notify": {"params"},
+    "await": set(),
+    "sleep": set(),
+    "check": set(),
+}
+AWAIT_KEYS: dict[str, set[str]] = {
+    "task": {"status", "match", "within_s", "save"},
+    "notification": {"match", "within_s", "save"},
+}
+CHECK_KEYS = {"task", "history", "seq_contiguous", "all_terminal", "within_s"}
+EXPECT_KEYS = {"result", "error", "response"}
+TOP_KEYS = {"name", "sidecar_args", "steps"}
 
 
 class ScenarioError(ValueError):
@@ -61,7 +80,10 @@ def load(path: str) -> Scenario:
     name = Path(path).stem
     sidecar_args: list[str] = []
     if isinstance(data, dict):
+        _known_keys(path, "the scenario", data, TOP_KEYS)
         name = str(data.get("name", name))
+        if not isinstance(data.get("sidecar_args", []), list):
+            raise ScenarioError(f"{path}: sidecar_args must be a list of arguments")
         sidecar_args = [str(a) for a in data.get("sidecar_args", [])]
         steps = data.get("steps")
         steps_node = next((v for k, v in root.value if k.value == "steps"), None) if root is not None else None
@@ -96,9 +118,78 @@ def _steps(path: str, raw_steps: list[Any], lines: list[int | None]) -> list[Ste
             raise ScenarioError(f"{at}: a step must be a mapping, got {spec!r}")
         kinds = [k for k in STEP_KINDS if k in spec]
         if len(kinds) != 1:
-            raise ScenarioError(f"{at}: a step needs exactly one of {', '.join(STEP_KINDS)} (got {', '.join(spec) or 'nothing'})")
+            raise ScenarioError(f"{at}: a step needs exactly one of {', '.join(STEP_KINDS)} (got {', '.join(map(str, spec)) or 'nothing'})")
+        _check_step(at, kinds[0], spec)
         steps.append(Step(i, line, spec))
     return steps
+
+
+def _known_keys(at: str, what: str, mapping: dict[Any, Any], valid: set[str]) -> None:
+    unknown = [str(k) for k in mapping if k not in valid]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ScenarioError(f"{at}: unknown key{plural} {', '.join(map(repr, unknown))} in {what} (valid: {', '.join(sorted(valid))})")
+
+
+def _number(at: str, key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ScenarioError(f"{at}: {key} must be a number of seconds, got {json.dumps(value)}")
+
+
+def _pattern(at: str, key: str, value: Any) -> None:
+    problems = pattern_problems(value, key)
+    if problems:
+        raise ScenarioError(f"{at}: " + "; ".join(problems))
+
+
+def _check_step(at: str, kind: str, spec: dict[str, Any]) -> None:
+    """Every key of a step is one its kind knows, with a value of the right shape (see docs/harness.md)."""
+    _known_keys(at, f"a {kind} step", spec, {kind, "name"} | STEP_KEYS[kind])
+    if "timeout_s" in spec:
+        _number(at, "timeout_s", spec["timeout_s"])
+    if "expect" in spec:
+        expect = spec["expect"]
+        if not isinstance(expect, dict) or not expect:
+            raise ScenarioError(f"{at}: expect must be a mapping with result:, error: and/or response:")
+        _known_keys(at, "expect", expect, EXPECT_KEYS)
+        error = expect.get("error", {})
+        if isinstance(error, bool) or not isinstance(error, (int, dict)):
+            raise ScenarioError(f"{at}: expect: error: must be a code (-32001) or a mapping ({{code: ..., message: ...}})")
+        for key in ("result", "error", "response"):
+            if key in expect:
+                _pattern(at, f"expect.{key}", expect[key])
+    if kind == "sleep":
+        _number(at, "sleep", spec["sleep"])
+    elif kind == "await":
+        a = spec["await"]
+        if not isinstance(a, dict):
+            raise ScenarioError(f"{at}: await needs a mapping ({{task: ..., status: ...}} or {{notification: ...}})")
+        forms = [k for k in AWAIT_KEYS if k in a]
+        if len(forms) != 1:
+            raise ScenarioError(f"{at}: await needs exactly one of task: or notification: (got {', '.join(map(str, a)) or 'nothing'})")
+        _known_keys(at, f"await {forms[0]}:", a, {forms[0]} | AWAIT_KEYS[forms[0]])
+        if "within_s" in a:
+            _number(at, "within_s", a["within_s"])
+        status = a.get("status")
+        if status is not None and not isinstance(status, str) and not (
+            isinstance(status, list) and status and all(isinstance(x, str) for x in status)
+        ):
+            raise ScenarioError(f"{at}: await status must be a status or a list of them, got {json.dumps(status)}")
+        if "match" in a:
+            _pattern(at, "await.match", a["match"])
+    elif kind == "check":
+        c = spec["check"]
+        if not isinstance(c, dict):
+            raise ScenarioError(f"{at}: check needs a mapping ({{task: ..., history: [...]}}, {{seq_contiguous: true}} or {{all_terminal: true}})")
+        _known_keys(at, "check", c, CHECK_KEYS)
+        if not any(k in c for k in ("history", "seq_contiguous", "all_terminal")):
+            raise ScenarioError(f"{at}: check needs history:, seq_contiguous: or all_terminal:")
+        if ("history" in c) != ("task" in c):
+            raise ScenarioError(f"{at}: check: task: and history: go together")
+        if "history" in c and not isinstance(c["history"], list):
+            raise ScenarioError(f"{at}: check history: must be a list of statuses")
+        if "within_s" in c:
+            _number(at, "within_s", c["within_s"])
 
 
 class StepFailed(AssertionError):

@@ -86,6 +86,22 @@ def test_a_malformed_scenario_file_is_a_usage_error(scenario_file) -> None:
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("steps:\n  - request: system.ping\n    expct: {result: ping}\n", ":2: unknown key 'expct' in a request step"),
+        ("steps:\n  - request: system.ping\n    expect: {result: {$foo: 1}}\n", ":2: expect.result: unknown operator $foo"),
+        ("steps:\n  - check: {seq_contiguos: true}\n", ":2: unknown key 'seq_contiguos' in check"),
+        ("steps:\n  - sleep: abc\n", ":2: sleep must be a number of seconds"),
+        ("steps:\n  - await: {within_s: 1}\n", ":2: await needs exactly one of task: or notification:"),
+    ],
+)
+def test_a_misspelt_key_is_a_scenario_error_not_a_pass(scenario_file, text: str, message: str) -> None:
+    proc = run_harness("run", scenario_file(text))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_operators_saved_values_and_raw_requests(scenario_file) -> None:
     path = scenario_file(
         """

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.harness import refs
 from sidecar.harness.board import AmbiguousId, Board
 from sidecar.harness.commands import parse_value, split_args
-from sidecar.harness.matching import matches, mismatches, render_diff
+from sidecar.harness.matching import matches, mismatches, pattern_problems, render_diff
 from sidecar.harness.replay import IdMap, normalize, status_sequences
 from sidecar.harness.scenario import ScenarioError, load
 
@@ -122,6 +123,49 @@ def test_scenario_loading(tmp_path) -> None:
     y.write_text("steps:\n  - {}\n")
     with pytest.raises(ScenarioError, match="exactly one of"):
         load(str(y))
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ("- request: system.ping\n  expct: {result: pong}", "unknown key 'expct' in a request step (valid: allow_error, expect, name, params, request, save, timeout_s)"),
+        ("- request: system.ping\n  expect: {reslt: pong}", "unknown key 'reslt' in expect (valid: error, response, result)"),
+        ("- check: {seq_contiguos: true}", "unknown key 'seq_contiguos' in check (valid: all_terminal, history, seq_contiguous, task, within_s)"),
+        ("- check: {bogus: true}", "unknown key 'bogus' in check"),
+        ("- check: {}", "check needs history:, seq_contiguous: or all_terminal:"),
+        ("- check: {history: [QUEUED]}", "check: task: and history: go together"),
+        ("- request: system.ping\n  expect: {result: {$foo: 1}}", "expect.result: unknown operator $foo (valid: $absent, $any,"),
+        ("- request: x\n  expect: {result: {a: {$regex: x, b: 1}}}", "expect.result.a: operators ($regex) mixed with plain keys (b)"),
+        ("- request: x\n  expect: {result: {a: {$gt: five}}}", "expect.result.a: $gt needs a number"),
+        ("- await: {notification: task.updated, match: {task: {$not: {$lenn: 1}}}}", "await.match.task: unknown operator $lenn"),
+        ("- await: {notificaton: task.updated}", "await needs exactly one of task: or notification: (got notificaton)"),
+        ("- await: {within_s: 1}", "await needs exactly one of task: or notification:"),
+        ("- await: {task: t, status: DONE, within: 1}", "unknown key 'within' in await task:"),
+        ("- sleep: abc", 'sleep must be a number of seconds, got "abc"'),
+        ("- request: x\n  timeout_s: soon", "timeout_s must be a number of seconds"),
+    ],
+)
+def test_scenario_keys_are_checked_when_loading(tmp_path, step: str, message: str) -> None:
+    y = tmp_path / "s.yaml"
+    y.write_text("steps:\n  - request: system.ping\n" + "".join("  " + line + "\n" for line in step.splitlines()))
+    with pytest.raises(ScenarioError) as info:
+        load(str(y))
+    assert f"s.yaml:3: {message}" in str(info.value)
+    j = tmp_path / "s.jsonl"
+    j.write_text("# the same in JSON lines\n" + json.dumps(yaml.safe_load(step)[0]) + "\n")
+    with pytest.raises(ScenarioError, match=r"s\.jsonl:2: "):
+        load(str(j))
+    y.write_text("nmae: typo\nsteps: []\n")
+    with pytest.raises(ScenarioError, match="unknown key 'nmae' in the scenario"):
+        load(str(y))
+
+
+def test_a_dollar_key_is_matched_literally_when_doubled() -> None:
+    doc = {"allOf": [{"$ref": "#/components/schemas/Task"}]}
+    assert matches({"allOf": [{"$$ref": "#/components/schemas/Task"}]}, doc)
+    assert mismatches({"allOf": [{"$$ref": "#/x"}]}, doc) == ['allOf[0].$ref: expected "#/x", got "#/components/schemas/Task"']
+    assert pattern_problems({"allOf": [{"$$ref": "x"}]}) == []
+    assert pattern_problems({"a": {"$in": [{"$bad": 1}]}}, "expect.result")[0].startswith("expect.result.a: unknown operator $bad")
 
 
 def test_replay_maps_ids_and_ignores_what_differs_between_runs() -> None:
