@@ -1,7 +1,9 @@
 """The short commands of interactive and line mode (``create demo.sleep seconds=3``, ``list``...).
 
 ``Commands.execute(line)`` runs one command line and returns what to show (rich renderables);
-it raises ``Quit`` for ``quit``. Task ids may be abbreviated to any unique prefix of a known id.
+it raises ``Quit`` for ``quit``, ``CommandError`` for a command it cannot run (unknown, bad
+argument) and ``CommandFailed`` (with what to show) when the sidecar answered with an error. Task
+ids may be abbreviated to any unique prefix of a known id.
 """
 
 from __future__ import annotations
@@ -53,6 +55,22 @@ class Quit(Exception):
 
 class CommandError(ValueError):
     pass
+
+
+class CommandFailed(Exception):
+    """The sidecar answered the command with a JSON-RPC error. ``output`` is what to show; line
+    mode counts the command as failed (exit 1), the prompt just shows it."""
+
+    def __init__(self, output: list[RenderableType]):
+        super().__init__(" ".join(str(item) for item in output))
+        self.output = output
+
+
+def _number(option: str, value: str, kind: type[int] | type[float]) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise CommandError(f"--{option}={value}: not {'an integer' if kind is int else 'a number'}") from None
 
 
 def parse_value(text: str) -> Any:
@@ -113,7 +131,8 @@ class Commands:
         try:
             return fn(words)
         except RpcError as exc:
-            return [Text(f"error {exc.code} {exc.message}" + (f": {json.dumps(exc.data, ensure_ascii=False)}" if exc.data is not None else ""), style="red")]
+            text = f"error {exc.code} {exc.message}" + (f": {json.dumps(exc.data, ensure_ascii=False)}" if exc.data is not None else "")
+            raise CommandFailed([Text(text, style="red")]) from None
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -152,7 +171,7 @@ class Commands:
             elif key in ("parent", "parentId"):
                 params["parentId"] = self.resolve(value)
             elif key == "limit":
-                params["limit"] = int(value)
+                params["limit"] = _number(key, value, int)
             else:
                 params[key] = parse_value(value)
         result = self.client.call("tasks.list", params)
@@ -200,7 +219,7 @@ class Commands:
             raise CommandError("usage: wait ID [STATUS] [--timeout=S]")
         task_id = self.resolve(positional[0])
         want = [s.upper() for s in positional[1:]] or ["COMPLETED", "FAILED", "CANCELLED"]
-        timeout = float(options.get("timeout", 30))
+        timeout = _number("timeout", options["timeout"], float) if "timeout" in options else 30.0
         board = self.client.board
         if board.get(task_id) is None:
             self.client.call("tasks.get", {"id": task_id})
@@ -243,7 +262,10 @@ class Commands:
                 params = json.loads(params_text)
             except json.JSONDecodeError as exc:
                 raise CommandError(f"params are not JSON: {exc}") from None
-        return self._show_response(self.client.request(method, params))
+        response = self.client.request(method, params)
+        if isinstance(response, dict) and "error" in response:
+            raise CommandFailed(self._show_response(response))
+        return self._show_response(response)
 
     def _raw(self, rest: str) -> list[RenderableType]:
         if not rest:
@@ -258,6 +280,8 @@ class Commands:
             msg["id"] = f"raw-{id(msg)}"
         if isinstance(msg, dict):
             rest = json.dumps(msg, ensure_ascii=False)
+        # An error answer is shown like any other and does not fail the command: raw is the way to
+        # send malformed or refused input on purpose.
         response = self.client.send_raw(rest, timeout=10)
         if response is None:
             return [Text("(no response)")]

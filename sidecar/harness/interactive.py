@@ -20,7 +20,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
-from sidecar.harness.commands import COMMANDS, ID_COMMANDS, METHOD_NAMES, CommandError, Commands, Quit
+from sidecar.harness.commands import COMMANDS, ID_COMMANDS, METHOD_NAMES, CommandError, CommandFailed, Commands, Quit
 from sidecar.harness.session import SidecarOptions, open_sidecar
 from sidecar.harness.view import board_view
 
@@ -132,6 +132,9 @@ def run_interactive(opts: SidecarOptions, history: str | None = None) -> int:
                     console.print(item)
             except Quit:
                 break
+            except CommandFailed as exc:
+                for item in exc.output:
+                    console.print(item)
             except (CommandError, TimeoutError, ConnectionError, ValueError) as exc:
                 console.print(f"error: {exc}", style="red", markup=False)
             except KeyboardInterrupt:  # e.g. a long ``wait``: back to the prompt

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from rich.console import Console
 
-from sidecar.harness.commands import CommandError, Commands, Quit
+from sidecar.harness.commands import CommandError, CommandFailed, Commands, Quit
 from sidecar.harness.session import SidecarOptions, open_sidecar
 from sidecar.harness.view import notification_text
 
@@ -41,6 +41,9 @@ def run_lines(opts: SidecarOptions, stdin: TextIO, show_notifications: bool = Tr
                 out = commands.execute(line)
             except Quit:
                 break
+            except CommandFailed as exc:  # the sidecar answered with an error
+                failures += 1
+                out = exc.output
             except (CommandError, TimeoutError, ConnectionError) as exc:
                 failures += 1
                 out = [f"error: {exc}"]

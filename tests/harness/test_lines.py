@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from .helpers import run_harness
 
 
@@ -16,9 +18,7 @@ def test_commands_from_a_pipe() -> None:
             "list",
             "stats",
             "raw {\"method\": \"system.ping\"}",
-            "raw {oops",
-            "call tasks.list {\"limit\": 0}",
-            "get nosuchid",
+            "raw {oops",  # an error answer to raw is its result, not a failed command
             "quit",
             "list",  # never runs
         ]
@@ -32,8 +32,6 @@ def test_commands_from_a_pipe() -> None:
     assert "2 task(s)" in out
     assert '"result": "pong"' in out
     assert '"code": -32700' in out
-    assert '"code": -32602' in out  # limit 0 is refused, never clamped
-    assert "error -32001" in out
     assert out.count("> list") == 1
     assert proc.returncode == 0, out + proc.stderr
 
@@ -43,3 +41,29 @@ def test_a_bad_command_makes_the_exit_code_non_zero() -> None:
     assert "unknown command 'frobnicate'" in proc.stdout
     assert "pong" in proc.stdout
     assert proc.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "command, shown",
+    [
+        ("create nope.type", "error -32003"),
+        ("get nonexistent", "error -32001"),
+        ("list --limit=0", "error -32602"),  # refused, never clamped
+        ('call tasks.list {"limit": 0}', '"code": -32602'),
+    ],
+)
+def test_an_error_answer_is_a_failed_command(command: str, shown: str) -> None:
+    proc = run_harness(stdin=f"{command}\nping\n")
+    assert shown in proc.stdout and "pong" in proc.stdout
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command, message",
+    [("list --limit=abc", "error: --limit=abc: not an integer"), ("wait 1234 --timeout=abc", "error: --timeout=abc: not a number")],
+)
+def test_a_bad_number_is_an_error_of_that_command_only(command: str, message: str) -> None:
+    proc = run_harness(stdin=f"{command}\nping\n")
+    assert message in proc.stdout and "pong" in proc.stdout  # the session carried on
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 1, proc.stdout + proc.stderr
