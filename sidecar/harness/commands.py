@@ -19,7 +19,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from sidecar.harness.board import AmbiguousId
-from sidecar.harness.client import Client, RpcError
+from sidecar.harness.client import Client, RpcError, SidecarGone
 from sidecar.harness.view import status_text, task_table
 
 HELP = """\
@@ -223,7 +223,13 @@ class Commands:
         board = self.client.board
         if board.get(task_id) is None:
             self.client.call("tasks.get", {"id": task_id})
-        ok = board.wait_for(lambda: any(s in board.status_history.get(task_id, []) for s in want), timeout)
+
+        def reached() -> bool:
+            return any(s in board.status_history.get(task_id, []) for s in want)
+
+        ok = board.wait_for(lambda: reached() or not self.client.alive, timeout) and reached()
+        if not ok and not self.client.alive:  # no point in waiting out the timeout
+            raise SidecarGone(f"the sidecar exited (code {self.client.exit_code}) during wait\n{self.client.stderr_text()}")
         task = board.get(task_id) or {}
         if not ok:
             return [Text(f"{task_id} still {task.get('status')} after {timeout:g} s", style="red")]

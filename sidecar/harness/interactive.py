@@ -20,6 +20,7 @@ from prompt_toolkit.history import FileHistory, History, InMemoryHistory
 from prompt_toolkit.styles import Style
 from rich.console import Console
 
+from sidecar.harness.client import SidecarGone
 from sidecar.harness.commands import COMMANDS, ID_COMMANDS, METHOD_NAMES, CommandError, CommandFailed, Commands, Quit
 from sidecar.harness.session import SidecarOptions, open_sidecar
 from sidecar.harness.view import board_view
@@ -135,6 +136,9 @@ def run_interactive(opts: SidecarOptions, history: str | None = None) -> int:
             except CommandFailed as exc:
                 for item in exc.output:
                     console.print(item)
+            except SidecarGone as exc:  # reported once; nothing left to drive
+                console.print(str(exc), markup=False)
+                return 3
             except (CommandError, TimeoutError, ConnectionError, ValueError) as exc:
                 console.print(f"error: {exc}", style="red", markup=False)
             except KeyboardInterrupt:  # e.g. a long ``wait``: back to the prompt

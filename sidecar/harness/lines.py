@@ -12,12 +12,19 @@ from typing import TextIO
 
 from rich.console import Console
 
+from sidecar.harness.client import Client, SidecarGone
 from sidecar.harness.commands import CommandError, CommandFailed, Commands, Quit
 from sidecar.harness.session import SidecarOptions, open_sidecar
 from sidecar.harness.view import notification_text
 
 
+def _gone(client: Client) -> SidecarGone:
+    return SidecarGone(f"the sidecar exited (code {client.exit_code})\n{client.stderr_text()}")
+
+
 def run_lines(opts: SidecarOptions, stdin: TextIO, show_notifications: bool = True) -> int:
+    """Run each command line; 1 if any failed. A sidecar that dies ends the session with
+    SidecarGone (exit 3, reported once by the caller): the commands left cannot run."""
     console = Console(highlight=False, soft_wrap=True, width=160)
     lock = threading.Lock()
     failures = 0
@@ -35,6 +42,8 @@ def run_lines(opts: SidecarOptions, stdin: TextIO, show_notifications: bool = Tr
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
+            if not client.alive:  # died since the last command (a crashing handler, a signal)
+                raise _gone(client)
             with lock:
                 console.print(f"> {line}", markup=False)
             try:
@@ -44,7 +53,15 @@ def run_lines(opts: SidecarOptions, stdin: TextIO, show_notifications: bool = Tr
             except CommandFailed as exc:  # the sidecar answered with an error
                 failures += 1
                 out = exc.output
-            except (CommandError, TimeoutError, ConnectionError) as exc:
+            except SidecarGone:
+                raise
+            except ConnectionError as exc:
+                # a write into a pipe the dying sidecar just closed, before its exit was noticed
+                if not client.transport.alive():
+                    raise _gone(client) from None
+                failures += 1
+                out = [f"error: {exc}"]
+            except (CommandError, TimeoutError) as exc:
                 failures += 1
                 out = [f"error: {exc}"]
             with lock:

@@ -22,7 +22,7 @@ def run_scenarios(opts: SidecarOptions, paths: list[str], keep_going: bool = Fal
         return 2
     if opts.db and len(scenarios) > 1:
         sys.stderr.write("task-sidecar-harness: note: all scenarios share the database given with --db\n")
-    failed = 0
+    failed = died = 0
     for i, scenario in enumerate(scenarios):
         run_opts = opts
         if opts.record and len(scenarios) > 1:
@@ -31,6 +31,8 @@ def run_scenarios(opts: SidecarOptions, paths: list[str], keep_going: bool = Fal
             outcome = Runner(client, _out, keep_going=keep_going).run(scenario)
         if not outcome.ok:
             failed += 1
+        died += outcome.sidecar_died
     if len(scenarios) > 1:
         _out(f"{len(scenarios) - failed} of {len(scenarios)} scenarios passed")
-    return 1 if failed else 0
+    # a sidecar that died is exit 3 (docs/harness.md), above a mere failed check
+    return 3 if died else 1 if failed else 0

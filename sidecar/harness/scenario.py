@@ -200,6 +200,8 @@ class StepFailed(AssertionError):
 class Outcome:
     passed: int = 0
     failed: list[str] = field(default_factory=list)
+    # a step failed because the sidecar had died: the run is over (exit 3, not a failed check)
+    sidecar_died: bool = False
 
     @property
     def ok(self) -> bool:
@@ -228,6 +230,11 @@ class Runner:
             except StepFailed as exc:
                 outcome.failed.append(f"{step.where()}: {exc}")
                 self.out(f"  FAIL {step.index:>3}  {self.describe(step)}  [{step.where()}]\n{_indent(str(exc))}")
+                if not self.client.alive:
+                    # every later step would fail the same way and repeat the sidecar's log
+                    outcome.sidecar_died = True
+                    self.out(f"  the sidecar exited (code {self.client.exit_code}); the remaining steps were not run")
+                    break
                 if not self.keep_going:
                     break
                 continue

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
-from .helpers import run_harness
+from .helpers import FAKE_SIDECAR, run_harness
 
 
 def test_commands_from_a_pipe() -> None:
@@ -67,3 +68,12 @@ def test_a_bad_number_is_an_error_of_that_command_only(command: str, message: st
     assert message in proc.stdout and "pong" in proc.stdout  # the session carried on
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
+
+
+def test_a_sidecar_that_dies_ends_the_session_with_exit_3() -> None:
+    proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --die-after 1", stdin="ping\nping\nping\nstats\n")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "exited (code 3) before answering system.ping" in proc.stderr
+    assert (proc.stdout + proc.stderr).count("exited (code 3)") == 1  # reported once
+    # (the first message it gets is load_info's system.info, so the first ping finds it dead)
+    assert proc.stdout.count("> ping") == 1 and "> stats" not in proc.stdout  # nothing more was tried

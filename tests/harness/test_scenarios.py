@@ -139,10 +139,13 @@ steps:
 
 
 def test_a_sidecar_that_dies_mid_scenario_is_reported(scenario_file) -> None:
-    path = scenario_file("steps:\n  - request: system.ping\n  - request: system.ping\n")
-    proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --die-after 1", "run", path)
-    assert proc.returncode == 1
+    path = scenario_file("steps:\n  - request: system.ping\n  - request: system.ping\n  - request: system.ping\n")
+    proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --die-after 1", "run", "--keep-going", path)
+    assert proc.returncode == 3, proc.stdout + proc.stderr  # died, not a failed check
     assert "exited (code 3) before answering system.ping" in proc.stdout
+    # reported once, even with --keep-going: the steps left are not run
+    assert proc.stdout.count("exited (code 3)") == 2 and "the remaining steps were not run" in proc.stdout
+    assert "FAIL   3" not in proc.stdout
 
 
 def test_stray_output_on_the_sidecars_stdout_fails_the_scenario(scenario_file) -> None:
