@@ -51,6 +51,7 @@ def open_sidecar(opts: SidecarOptions, extra_args: list[str] | None = None) -> I
     tmpdir = None
     recorder = None
     client = None
+    ready = False
     try:
         db = opts.db
         if not db:
@@ -67,10 +68,13 @@ def open_sidecar(opts: SidecarOptions, extra_args: list[str] | None = None) -> I
             env=default_env() if opts.cmd is None else None,
         )
         client.wait_ready(opts.ready_timeout)
+        ready = True
         yield client
     finally:
         if client is not None:
-            client.close()
+            # A sidecar that never became ready is stuck or broken and has no work to finish:
+            # SIGTERM at once (SIGKILL after a short grace) instead of the polite 10 s wait.
+            client.close(10.0 if ready else 0.0)
         if recorder:
             recorder.close()
         if tmpdir:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,12 @@ def test_an_output_file_that_cannot_be_written_is_a_usage_error(tmp_path: Path, 
     proc = run_harness(option, str(path), stdin="ping\n")
     assert proc.returncode == 2, proc.stderr
     assert f"{option} {path}: cannot write it" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_sidecar_that_never_gets_ready_is_stopped_at_once() -> None:
+    never_ready = f"{sys.executable} -c 'import time; time.sleep(60)'"
+    started = time.monotonic()
+    proc = run_harness("--cmd", never_ready, "--ready-timeout", "1", stdin="ping\n")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 3 and "no sidecar.ready within 1 s" in proc.stderr
+    assert elapsed < 6, f"took {elapsed:.1f} s: it waited for a sidecar that was never ready"
