@@ -27,20 +27,24 @@ commands (task ids may be shortened to a unique prefix):
   create TYPE [key=value ...] [--priority=N] [--parent=ID] [--max-attempts=N] [--PARAM=value]
                          key=value go to details (values parsed as JSON when they parse: 3, true, [1,2], "x");
                          --PARAM=value sets a tasks.create parameter (e.g. --idempotencyKey=abc)
-  list [STATUS ...] [--type=T] [--parent=ID] [--limit=N]   tasks, newest first
+  list [STATUS ...] [--type=T,U] [--parent=ID] [--limit=N]   tasks, newest first
   get ID                 the whole task
   cancel ID | retry ID | pause ID | resume ID | delete ID
   tree ID                the task and its descendants (tasks.tree)
-  wait ID [STATUS] [--timeout=S]   block until the task is terminal (or has STATUS)
+  wait ID [STATUS ...] [--timeout=S]   block until the task is terminal (or reaches one of the STATUSes)
   stats | info | ping
   call METHOD [{json params}]      any method
   raw {json}             send a message; jsonrpc and id are added when missing
   help | quit"""
 
+# Completion after ``call`` uses the running sidecar's own list (``rpc.discover``, the method
+# table); this is only the fallback for a sidecar that does not answer it. A test keeps it equal
+# to the table.
 METHOD_NAMES = [
     "system.ping", "system.info", "system.shutdown", "tasks.create", "tasks.createMany", "tasks.get",
     "tasks.list", "tasks.stats", "tasks.cancel", "tasks.retry", "tasks.delete", "tasks.prune",
     "tasks.pause", "tasks.resume", "tasks.tree", "queue.pause", "queue.resume", "queue.setConcurrency",
+    "queue.status", "rpc.discover",
 ]
 COMMANDS = ["create", "list", "get", "cancel", "retry", "pause", "resume", "delete", "tree", "wait",
             "stats", "info", "ping", "call", "raw", "help", "quit", "exit"]
@@ -100,12 +104,25 @@ class Commands:
     def __init__(self, client: Client, width: Callable[[], int] | None = None):
         self.client = client
         self.task_types: list[str] = []
+        self.method_names: list[str] = list(METHOD_NAMES)
         self._width = width
 
     def load_info(self) -> dict[str, Any]:
         info = self.client.call("system.info")
         self.task_types = [h.get("type") for h in info.get("handlers", []) if isinstance(h, dict) and h.get("type")]
         return info
+
+    def load_methods(self) -> list[str]:
+        """The method names from the sidecar's ``rpc.discover`` (plus rpc.discover itself, which its
+        document does not list); the built-in list when it does not answer."""
+        try:
+            doc = self.client.call("rpc.discover", timeout=10)
+        except (RpcError, TimeoutError):
+            return self.method_names
+        names = [m.get("name") for m in (doc or {}).get("methods", []) if isinstance(m, dict) and isinstance(m.get("name"), str)]
+        if names:
+            self.method_names = sorted(set(names) | {"rpc.discover"})
+        return self.method_names
 
     def resolve(self, prefix: str) -> str:
         try:
@@ -216,7 +233,7 @@ class Commands:
     def _wait(self, words: list[str]) -> list[RenderableType]:
         positional, _, options = split_args(words)
         if not positional:
-            raise CommandError("usage: wait ID [STATUS] [--timeout=S]")
+            raise CommandError("usage: wait ID [STATUS ...] [--timeout=S]")
         task_id = self.resolve(positional[0])
         want = [s.upper() for s in positional[1:]] or ["COMPLETED", "FAILED", "CANCELLED"]
         timeout = _number("timeout", options["timeout"], float) if "timeout" in options else 30.0

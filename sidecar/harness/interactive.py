@@ -21,7 +21,7 @@ from prompt_toolkit.styles import Style
 from rich.console import Console
 
 from sidecar.harness.client import SidecarGone
-from sidecar.harness.commands import COMMANDS, ID_COMMANDS, METHOD_NAMES, CommandError, CommandFailed, Commands, Quit
+from sidecar.harness.commands import COMMANDS, ID_COMMANDS, CommandError, CommandFailed, Commands, Quit
 from sidecar.harness.session import SidecarOptions, open_sidecar
 from sidecar.harness.view import board_view
 
@@ -53,7 +53,7 @@ class HarnessCompleter(Completer):
             keys += ["--priority=", "--parent=", "--max-attempts=", "--idempotencyKey=", "--runAt="]
             yield from _matching(keys, current)
         elif cmd in ("call",) and len(words) == 2:
-            yield from _matching(METHOD_NAMES, current)
+            yield from _matching(self.commands.method_names, current)
         elif cmd in ID_COMMANDS and len(words) == 2 or (cmd == "create" and current.startswith("--parent=")):
             prefix = current.split("=", 1)[1] if current.startswith("--parent=") else current
             tasks, _ = self.commands.client.board.snapshot()
@@ -90,6 +90,7 @@ def run_interactive(opts: SidecarOptions, history: str | None = None) -> int:
     with open_sidecar(opts) as client:
         commands = Commands(client)
         info = commands.load_info()
+        commands.load_methods()
         completer = HarnessCompleter(commands)
         for h in info.get("handlers", []):
             props = ((h.get("detailsSchema") or {}).get("properties") or {}) if isinstance(h.get("detailsSchema"), dict) else {}

@@ -222,7 +222,8 @@ class Runner:
 
     def run(self, scenario: Scenario) -> Outcome:
         outcome = Outcome()
-        self.out(f"scenario {scenario.name} ({scenario.path}): {len(scenario.steps)} steps")
+        n = len(scenario.steps)
+        self.out(f"scenario {scenario.name} ({scenario.path}): {n} step{'' if n == 1 else 's'}")
         for step in scenario.steps:
             started = time.monotonic()
             try:

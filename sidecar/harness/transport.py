@@ -201,6 +201,12 @@ class Transport:
                 code = self.proc.wait()
         self._reader.join(2)
         self._stderr_reader.join(2)
+        # Close our ends of the pipes once their readers are done (a reader still blocked, on a
+        # grandchild holding the pipe, keeps its file): else an in-process user of the harness
+        # (tests, the Python API) leaks two descriptors per sidecar.
+        for pipe, reader in ((self.proc.stdout, self._reader), (self.proc.stderr, self._stderr_reader)):
+            if pipe is not None and not reader.is_alive():
+                pipe.close()
         if self._stderr_log:
             self._stderr_log.close()
         return code

@@ -97,3 +97,23 @@ def test_completion_of_task_types_and_errors_shown(terminal: Terminal) -> None:
     terminal.expect(r"unknown command")
     terminal.command("quit")
     terminal.child.expect(pexpect.EOF, timeout=15)
+
+
+def test_call_completes_every_method_the_sidecar_has() -> None:
+    from prompt_toolkit.completion import CompleteEvent
+    from prompt_toolkit.document import Document
+
+    from sidecar.harness.commands import HELP, METHOD_NAMES, Commands
+    from sidecar.harness.interactive import HarnessCompleter
+    from sidecar.harness.session import SidecarOptions, open_sidecar
+
+    with open_sidecar(SidecarOptions()) as client:
+        table = {m["name"] for m in client.call("rpc.discover")["methods"]} | {"rpc.discover"}
+        commands = Commands(client)
+        commands.load_methods()
+        completer = HarnessCompleter(commands)
+        offered = {c.text for c in completer.get_completions(Document("call "), CompleteEvent())}
+    assert {"rpc.discover", "queue.status"} <= offered
+    assert offered == table
+    assert set(METHOD_NAMES) == table  # the fallback for a sidecar without rpc.discover is complete
+    assert "wait ID [STATUS ...]" in HELP and "--type=T,U" in HELP  # as in docs/harness.md

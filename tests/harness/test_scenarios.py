@@ -152,6 +152,7 @@ def test_stray_output_on_the_sidecars_stdout_fails_the_scenario(scenario_file) -
     path = scenario_file("steps:\n  - request: system.ping\n    expect: {result: pong}\n")
     proc = run_harness("--cmd", f"{sys.executable} {FAKE_SIDECAR} --stray-line", "run", path)
     assert proc.returncode == 1
+    assert "): 1 step\n" in proc.stdout  # not "1 steps"
     assert "non-JSON line(s) on stdout" in proc.stdout and "this is not json" in proc.stdout
 
 
