@@ -208,8 +208,10 @@ class Engine:
             conn.execute("BEGIN IMMEDIATE")
             recovered = store.recover_interrupted(conn, tx.now)
             self.graph.ended_outside(tx, recovered.cancelled + recovered.failed)
-            self._dirty_parents = tx.dirty
-            self._op_aggregate(tx)
+            # Parents' aggregate progress, level by level: announcing a parent marks its own parent.
+            while tx.dirty:
+                self._dirty_parents, tx.dirty = tx.dirty, set()
+                self._op_aggregate(tx)
             store.apply_counts(conn, tx.counts)
             conn.execute("COMMIT")
         except BaseException:

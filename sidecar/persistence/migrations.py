@@ -233,6 +233,27 @@ def _v12_stop_requests(db: pw.SqliteDatabase) -> None:
     db.execute_sql('ALTER TABLE "tasks" ADD COLUMN "stop_requested" TEXT')
 
 
+def _v13_counted_deletes(db: pw.SqliteDatabase) -> None:
+    """The delete trigger counts a task it removes even when its (type, status) has no row yet.
+
+    The engine adds a transaction's status changes at its end; a task that reached a status for the
+    first time and was deleted in the same transaction (a prune right behind its cancellation) met
+    no row to subtract from, then the engine's +1 came: tasks.stats counted a task that was gone,
+    for good. The trigger now upserts (-1 now, +1 at the commit: 0). Counts rebuilt once.
+    """
+    db.execute_sql('DROP TRIGGER IF EXISTS "tasks_count_delete"')
+    db.execute_sql(
+        'CREATE TRIGGER "tasks_count_delete" AFTER DELETE ON "tasks" BEGIN '
+        'INSERT INTO "task_counts" ("type", "status", "n") VALUES (old."type", old."status", -1) '
+        'ON CONFLICT ("type", "status") DO UPDATE SET "n" = "n" - 1; END'
+    )
+    db.execute_sql('DELETE FROM "task_counts"')
+    db.execute_sql(
+        'INSERT INTO "task_counts" ("type", "status", "n") '
+        'SELECT "type", "status", COUNT(*) FROM "tasks" GROUP BY "type", "status"'
+    )
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -246,6 +267,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v10_one_status_index,
     _v11_claim_by_type,
     _v12_stop_requests,
+    _v13_counted_deletes,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

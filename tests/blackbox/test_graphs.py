@@ -401,3 +401,44 @@ def test_tasks_failed_by_recovery_settle_their_dependents_and_parents(start_side
     assert by_id[e][0] == "CANCELLED"
     counts = second.call("tasks.stats")["byStatus"]
     assert counts.get("WAITING", 0) == 0 and counts.get("RUNNING", 0) == 0
+
+
+def test_recovery_recomputes_progress_up_a_nested_batch_and_the_sidecar_starts(start_sidecar, db_path: Path) -> None:
+    # A task failed by recovery changes its parent's progress, which changes the grandparent's:
+    # recovery once iterated the set of parents to update while adding to it, and crashed at every
+    # start on that database.
+    first = start_sidecar()
+    long_run = {"type": "demo.sleep", "details": {"seconds": 30, "steps": 30}}
+    made = first.call("tasks.createMany", {"tasks": [
+        {"ref": "last_try", **long_run, "maxAttempts": 1},
+        {"ref": "playlist", **long_run},
+        {"ref": "album", **long_run, "parentId": "playlist", "onChildFailure": "continue"},
+        {"ref": "track", "type": "demo.noop", "parentId": "album", "dependsOn": ["last_try"]},
+        {"ref": "other_track", **long_run, "parentId": "album"},
+    ]})["tasks"]
+    last_try, playlist, album, track, _ = (t["id"] for t in made)
+    for task_id in (last_try, playlist, album):
+        first.wait_status(task_id, "RUNNING")
+    first.kill()
+
+    second = start_sidecar()
+    assert second.ready["recovered"]["failed"] == 1
+    assert second.call("tasks.get", {"id": track})["status"] == "FAILED"
+    assert second.call("tasks.get", {"id": album})["progress"] > 0  # the failed track counts as done
+
+
+def test_stats_forget_a_task_deleted_in_the_transaction_that_first_gave_its_status(sidecar: SidecarProcess, db_path: Path) -> None:
+    first = sidecar.call("tasks.create", {"type": "demo.sleep", "details": {"seconds": 30}})
+    sidecar.call("tasks.cancel", {"id": first["id"]})
+    sidecar.wait_status(first["id"], "CANCELLED")
+    # one batch, one transaction: a demo.noop cancelled at once (its dependency was), then pruned
+    sidecar.send([
+        {"jsonrpc": "2.0", "id": "c", "method": "tasks.create",
+         "params": {"type": "demo.noop", "dependsOn": [first["id"]]}},
+        {"jsonrpc": "2.0", "id": "p", "method": "tasks.prune", "params": {}},
+    ])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list))
+    assert {r["id"]: r["result"] for r in batch}["p"] == {"deleted": 2}
+    stats = sidecar.call("tasks.stats")
+    assert stats["total"] == 0 and stats["byType"] == {} and not any(stats["byStatus"].values())
+    assert db_rows(db_path, 'SELECT * FROM "task_counts" WHERE "n" != 0') == []
