@@ -453,11 +453,11 @@ def _stream(
         try:
             block = resp.read(CHUNK)
         except (TimeoutError, socket.timeout) as exc:
+            checkpoint()  # keep what arrived before the silence: the retry resumes from here
             raise ConnectionError(f"no data for {STALL_TIMEOUT_S:g}s from {opened.url}") from exc
         except OSError:
-            if ctx.cancelled:
-                checkpoint()
-                ctx.raise_if_cancelled()
+            checkpoint()  # the same for a reset connection
+            ctx.raise_if_cancelled()
             raise
         if not block:
             break

@@ -30,10 +30,14 @@ TAIL_LINES = 20  # lines of stderr kept for the error (and of stdout for the res
 MAX_LINE = 64 * 1024  # a longer run without a newline is cut into lines of this size
 ERROR_TAIL = 8  # stderr lines put into the error text
 
-# Variables that make a program load other code; a task cannot set them.
-DENIED_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON")
-DENIED_ENV = {"PATH", "PATHEXT", "COMSPEC", "NODE_OPTIONS", "BASH_ENV", "ENV", "PERL5OPT", "PERL5LIB", "RUBYOPT",
-              "SHELLOPTS", "IFS"}
+# Variables that make a program (or the interpreter of a script) load other code; a task cannot
+# set them. BASH_FUNC_: bash imports exported functions from the environment, so one could replace
+# a command a wrapper script runs.
+DENIED_ENV_PREFIXES = ("LD_", "DYLD_", "PYTHON", "PERL5", "BASH_FUNC_", "RUBY", "LUA_INIT", "NODE_", "JAVA_",
+                       "_JAVA_", "JDK_JAVA_", "OPENSSL_", "GCONV_", "GIT_")
+DENIED_ENV = {"PATH", "PATHEXT", "COMSPEC", "BASH_ENV", "ENV", "PERLLIB", "SHELLOPTS", "BASHOPTS", "IFS",
+              "CDPATH", "GLOBIGNORE", "PS4", "PROMPT_COMMAND", "TCLLIBPATH", "CLASSPATH", "HOSTALIASES",
+              "LOCPATH", "NLSPATH"}
 
 DETAILS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -259,8 +263,10 @@ def check_env(env: dict[str, str]) -> None:
         upper = name.upper()
         if not name or "=" in name or "\x00" in name + env[name]:
             raise DetailsError(f"env.{name}", "is not a valid variable")
-        if upper in DENIED_ENV or upper.startswith(DENIED_ENV_PREFIXES):
+        if upper in DENIED_ENV or upper.startswith(DENIED_ENV_PREFIXES) or "%" in name or "(" in name:
             raise DetailsError(f"env.{name}", "cannot be set by a task")
+        if env[name].lstrip().startswith("() {"):  # an exported bash function, under any name
+            raise DetailsError(f"env.{name}", "cannot be set by a task: a shell function definition")
 
 
 def check_details(details: dict[str, Any], options: AppOptions) -> None:

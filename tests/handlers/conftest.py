@@ -30,6 +30,7 @@ class Resource:
     chunk: int = 64 * 1024
     delay: float = 0.0  # seconds between chunks (slow downloads for cancel/kill tests)
     redirect: str | None = None  # answer 302 to this URL
+    stall_at: int | None = None  # fall silent (connection open) once this many body bytes were sent
 
 
 class Server(http.server.ThreadingHTTPServer):
@@ -101,6 +102,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if res.drop_at is not None and res.drops > 0 and start < res.drop_at:
             res.drops -= 1
             end = res.drop_at
+        if res.stall_at is not None and start < res.stall_at:
+            end = res.stall_at
         pos = start
         try:
             while pos < end and not self.server.closing.is_set():
@@ -110,6 +113,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pos += len(piece)
                 if res.delay:
                     time.sleep(res.delay)
+            if res.stall_at is not None and pos == res.stall_at:
+                self.server.closing.wait()  # silent, the connection open, until the test ends
         except OSError:
             pass  # the client went away
         self.close_connection = True

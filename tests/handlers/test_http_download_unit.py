@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.handlers import AppOptions, DetailsError, TaskCancelled, TaskError
+from sidecar.handlers import AppOptions, DetailsError, TaskCancelled, TaskError, http_download
 from sidecar.handlers.http_download import (
     _parse_content_range,
     check_dest,
@@ -72,6 +72,23 @@ def test_dropped_connection_keeps_partial_then_resumes_with_range(http_server, r
     headers = http_server.got("/d.bin")[-1]
     assert headers["range"] == "bytes=1500000-" and headers["if-range"] == '"v1"'
     assert headers["accept-encoding"] == "identity"
+
+
+def test_a_silent_server_keeps_what_arrived_for_the_resume(http_server, recorder, opts, tmp_path, monkeypatch):
+    monkeypatch.setattr(http_download, "STALL_TIMEOUT_S", 0.5)
+    url = http_server.add("/s.bin", BODY, stall_at=300_000, chunk=100_000)
+    dest = tmp_path / "dl" / "s.bin"
+    first = recorder(options=opts)
+    with pytest.raises(ConnectionError, match="no data for 0.5s"):
+        download(first.ctx, url, str(dest))
+    # under the 1 MiB / 1 s checkpoint rhythm: kept only because the stall checkpointed what the
+    # partial file holds (the blocks read whole before the silence)
+    saved = first.checkpoints[-1]["download"]["bytes"]
+    assert saved > 0 and [p.stat().st_size for p in part_files(dest.parent)] == [saved]
+    http_server.resources["/s.bin"].stall_at = None
+    second = recorder(options=opts, state=first.checkpoints[-1], attempt=2)
+    result = download(second.ctx, url, str(dest), sha256=SHA)
+    assert result["resumedFrom"] == saved and dest.read_bytes() == BODY
 
 
 def test_server_without_range_support_restarts(http_server, recorder, opts, tmp_path):

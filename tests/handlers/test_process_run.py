@@ -140,6 +140,12 @@ def test_check_details(tmp_path):
         ({"program": "yt-dlp", "cwd": str(tmp_path / ".." / "x")}, "cwd"),
         ({"program": "yt-dlp", "env": {"LD_PRELOAD": "/tmp/x.so"}}, "env.LD_PRELOAD"),
         ({"program": "yt-dlp", "env": {"PythonPath": "/tmp"}}, "env.PythonPath"),
+        # an exported bash function replaces a command a wrapper script runs
+        ({"program": "yt-dlp", "env": {"BASH_FUNC_echo%%": "() { id; }"}}, "env.BASH_FUNC_echo%%"),
+        ({"program": "yt-dlp", "env": {"FOO": " () { id; }"}}, "env.FOO"),
+        *[({"program": "yt-dlp", "env": {name: "x"}}, f"env.{name}") for name in (
+            "PERL5DB", "PERLLIB", "RUBYLIB", "NODE_PATH", "GCONV_PATH", "JAVA_TOOL_OPTIONS", "LUA_INIT",
+            "OPENSSL_CONF", "GIT_SSH_COMMAND")],
         ({"program": "yt-dlp", "parser": {"regex": "("}}, "parser.regex"),
         ({"program": "yt-dlp", "parser": {"regex": "no groups"}}, "parser.regex"),
     ]:
