@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import orjson
+
 from sidecar.domain.graph import Graph
 from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
@@ -58,12 +60,15 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_ENDED = ("FAILED", "CANCELLED")
+
+
 class Tx:
     """What an op may do besides SQL: announce changed tasks and defer in-memory effects."""
 
     __slots__ = (
         "conn", "now", "announced", "deleted", "after", "latest", "stopping", "dirty", "counts", "released",
-        "started", "batching", "succeeded", "claimed", "early",
+        "started", "batching", "succeeded", "claimed", "early", "ended",
     )
 
     def __init__(self, conn: sqlite3.Connection, now: int) -> None:
@@ -82,6 +87,7 @@ class Tx:
         self.succeeded: list[tuple[str, str, dict[str, Any]]] = []
         self.claimed: list[Running] = []  # slots taken by the claims of this transaction
         self.early: list[Running] = []  # of those, the ones whose handlers started before the commit
+        self.ended: list[store.Row] = []  # rows moved to FAILED or CANCELLED (their types' end hooks)
 
     def count(self, type: str, status: str, delta: int) -> None:
         key = (type, status)
@@ -92,6 +98,8 @@ class Tx:
         type_ = row[store.I_TYPE]
         self.count(type_, row[store.PREV_STATUS], -1)
         self.count(type_, row[2], +1)
+        if row[2] in _ENDED:
+            self.ended.append(row)
 
     def announce(self, row: store.Row, task: Task | None = None) -> Task:
         """Announce ``row`` after the commit (``task``: its Task, when the caller has it already)."""
@@ -104,11 +112,12 @@ class Tx:
         return task
 
     def mark(self) -> tuple[Any, ...]:
-        return len(self.announced), len(self.deleted), len(self.after), dict(self.counts), len(self.started)
+        return (len(self.announced), len(self.deleted), len(self.after), dict(self.counts), len(self.started),
+                len(self.ended))
 
     def undo_to(self, mark: tuple[Any, ...]) -> list[Running]:
         """Forget what was done since ``mark``; returns the slots it had taken (to give back)."""
-        del self.announced[mark[0] :], self.deleted[mark[1] :], self.after[mark[2] :]
+        del self.announced[mark[0] :], self.deleted[mark[1] :], self.after[mark[2] :], self.ended[mark[5] :]
         self.counts = mark[3]
         taken = self.started[mark[4] :]
         del self.started[mark[4] :]
@@ -220,6 +229,7 @@ class Engine:
             conn.close()  # the file may be moved aside next (a corrupt database)
             raise
         self._conn = conn
+        self._run_end_hooks(tx.ended)
         counts = {
             "requeued": recovered.requeued, "failed": len(recovered.failed),
             "cancelled": len(recovered.cancelled), "paused": recovered.paused,
@@ -227,6 +237,20 @@ class Engine:
         if any(counts.values()):
             log.info("recovered interrupted tasks: %s", counts)
         return counts
+
+    def _run_end_hooks(self, rows: list[store.Row]) -> None:
+        """After the commit: the clean-up of tasks that ended while their handler was not running."""
+        for row in rows:
+            task_id = row[0]
+            if task_id in self._running:
+                continue  # its handler is still stopping and cleans up after itself
+            spec = self.registry.get(row[store.I_TYPE])
+            if spec is None or spec.on_end is None:
+                continue
+            try:
+                spec.on_end(task_id, orjson.loads(row[store.I_DETAILS]), self.registry.options)
+            except Exception:  # the app's hook: say so, keep serving
+                log.warning("end hook of %s for task %s failed:\n%s", spec.type, task_id, traceback.format_exc())
 
     def start(self) -> None:
         # settings first, in the caller's thread: queue.status may be answered before the loop runs
@@ -479,6 +503,8 @@ class Engine:
             if not self._aggregate_scheduled:
                 self._aggregate_scheduled = True
                 self._add_timer(PROGRESS_INTERVAL_S, self._op_aggregate)
+        if tx.ended:  # before the announcements: a client told CANCELLED finds the clean-up done
+            self._run_end_hooks(tx.ended)
         # Answers first: a caller of a 5,000-task createMany should not wait behind 5,000
         # announcements (both are after the commit; versions order them for a cache). All of it
         # leaves in one write.

@@ -358,6 +358,7 @@ class Graph:
             row = store.get(tx.conn, task_id)
             if row is None or _status(row) not in _TERMINAL:
                 continue
+            tx.ended.append(row)
             self._cancel_descendants(tx, task_id)
             self.settle(tx, self.consequences(tx, row))
 

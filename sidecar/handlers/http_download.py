@@ -495,6 +495,16 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
+def remove_partial(task_id: str, details: dict[str, Any], options: AppOptions) -> None:
+    """The end hook: a download cancelled while paused or waiting out a retry's backoff, or failed
+    by crash recovery, leaves no partial file (as one whose handler was running does not)."""
+    try:
+        real_dest = check_dest(details.get("dest"), options.allow_dirs)  # type: ignore[arg-type]
+    except ValueError:
+        return  # never a path outside the allowed directories
+    _remove(f"{real_dest}.{task_id[:8]}.part")
+
+
 @handler(
     "http.download",
     max_attempts=5,
@@ -502,6 +512,7 @@ def _write_all(fd: int, data: bytes) -> None:
     retry_max_s=60.0,
     details_schema=DETAILS_SCHEMA,
     check_details=check_details,
+    on_end=remove_partial,
     trusted=True,
 )
 def http_download(ctx: TaskContext) -> dict[str, Any]:

@@ -17,6 +17,10 @@ HandlerFn = Callable[[TaskContext], Any]
 # Checks beyond the JSON schema (e.g. a path inside an allowed directory). Raise
 # DetailsError(field, reason), field relative to details ("dest"), to refuse with -32602.
 DetailsCheck = Callable[[dict[str, Any], "AppOptions"], None]
+# Called after a task of this type ended FAILED or CANCELLED while its handler was not running (a
+# paused task cancelled, a task cancelled during a retry's backoff, one failed by crash recovery):
+# the handler's own clean-up never ran, so this does it. ``(task_id, details, options)``.
+EndHook = Callable[[str, dict[str, Any], "AppOptions"], None]
 
 
 class DetailsError(ValueError):
@@ -45,6 +49,7 @@ class HandlerSpec:
     retry_base_s: float = 0.5
     retry_max_s: float = 30.0
     check_details: DetailsCheck | None = field(default=None, compare=False, repr=False)
+    on_end: EndHook | None = field(default=None, compare=False, repr=False)
     validator: Any = field(default=None, compare=False, repr=False)  # sidecar.protocol.Schema
 
     def describe(self) -> dict[str, Any]:
@@ -94,6 +99,7 @@ class Registry:
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
         check_details: DetailsCheck | None = None,
+        on_end: EndHook | None = None,
         trusted: bool = False,
     ) -> Callable[[HandlerFn], HandlerFn]:
         def register(fn: HandlerFn) -> HandlerFn:
@@ -108,6 +114,7 @@ class Registry:
                     retry_base_s=retry_base_s,
                     retry_max_s=retry_max_s,
                     check_details=check_details,
+                    on_end=on_end,
                 ),
                 trusted=trusted,
             )

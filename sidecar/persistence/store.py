@@ -67,6 +67,7 @@ I_TYPE = COLUMNS.index("type")
 I_ERROR = COLUMNS.index("error")
 I_RESULT = _I_RESULT
 I_RUN_AT = COLUMNS.index("run_at")
+I_DETAILS = _I_DETAILS
 PREV_STATUS = len(COLUMNS)  # the extra element of a row returned by transition()
 
 Row = tuple[Any, ...]

@@ -81,6 +81,35 @@ def test_cancel_removes_the_partial_pause_keeps_it_and_resume_continues(start_si
     assert parts(dl) == []
 
 
+def test_a_download_that_ends_while_not_running_leaves_no_partial_file(start_sidecar, http_server, dl):
+    sidecar = start_sidecar("--allow-dir", str(dl))
+    slow = dict(chunk=32 * 1024, delay=0.03)
+    paused = sidecar.call("tasks.create", {"type": "http.download", "details": {
+        "url": http_server.add("/pc", BODY, **slow), "dest": str(dl / "pc" / "pc.bin")}})
+    sidecar.wait_notification(lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == paused["id"]
+                              and m["params"]["task"]["progress"] >= 5, timeout=30)
+    sidecar.call("tasks.pause", {"id": paused["id"]})
+    sidecar.wait_status(paused["id"], "PAUSED", timeout=15)
+    assert len(parts(dl / "pc")) == 1  # kept for the resume
+    sidecar.call("tasks.cancel", {"id": paused["id"]})  # its handler is not running now
+    assert sidecar.wait_status(paused["id"], "CANCELLED")["status"] == "CANCELLED"
+    assert parts(dl / "pc") == []
+
+
+def test_a_download_failed_by_crash_recovery_leaves_no_partial_file(start_sidecar, http_server, dl, db_path):
+    url = http_server.add("/last", BODY, chunk=32 * 1024, delay=0.03)
+    first = start_sidecar("--allow-dir", str(dl))
+    task = first.call("tasks.create", {"type": "http.download", "maxAttempts": 1,
+                                       "details": {"url": url, "dest": str(dl / "last.bin")}})
+    first.wait_notification(lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == task["id"]
+                            and m["params"]["task"]["progress"] >= 5, timeout=30)
+    first.kill()  # during its only attempt
+    assert len(parts(dl)) == 1
+    second = start_sidecar("--allow-dir", str(dl))
+    assert second.ready["recovered"]["failed"] == 1
+    assert parts(dl) == []
+
+
 def test_sigkill_mid_download_then_restart_resumes_to_the_right_bytes(start_sidecar, http_server, dl, db_path):
     url = http_server.add("/k", BODY, chunk=32 * 1024, delay=0.03)
     first = start_sidecar("--allow-dir", str(dl))
