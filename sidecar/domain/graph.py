@@ -122,11 +122,11 @@ class Graph:
             tx.announce(row)
         return row
 
-    def _stopping_reason(self, tx: "Tx", task_id: str) -> str | None:
-        if task_id in tx.stopping:
-            return tx.stopping[task_id]
+    def stopping_reason(self, tx: "Tx", task_id: str) -> str | None:
+        """The strongest stop asked of a task: in this transaction (applied after its commit) or before."""
         running = self.engine.running(task_id)
-        return running.ctx.stop_reason if running is not None else None
+        asked = (tx.stopping.get(task_id), running.ctx.stop_reason if running is not None else None)
+        return max((r for r in asked if r), key=STOP_PRECEDENCE.__getitem__, default=None)
 
     # ------------------------------------------------------------ create
 
@@ -339,7 +339,7 @@ class Graph:
         parent = store.get(tx.conn, parent_id)
         if parent is None or _status(parent) in _TERMINAL:
             return todo
-        if self._stopping_reason(tx, parent_id) == "cancel":
+        if self.stopping_reason(tx, parent_id) == "cancel":
             # Being cancelled: it ends CANCELLED whatever its children do. Settled now, a waiting
             # parent whose last children were just cancelled would complete or fail instead.
             return todo

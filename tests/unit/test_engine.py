@@ -82,6 +82,7 @@ class Gates:
         self.events: dict[str, threading.Event] = {}
         self.registry = Registry()
         self.registry.handler("unit.gate")(self._gate)
+        self.registry.handler("unit.failing_gate", max_attempts=1)(self._failing_gate)
         self.registry.handler("demo.noop")(lambda ctx: None)
         self.tasks: dict[str, dict] = {}
         self.changed = threading.Condition()
@@ -105,6 +106,10 @@ class Gates:
         name = ctx.details["gate"]
         self.events.setdefault(name, threading.Event()).wait(10)
         return {"gate": name}
+
+    def _failing_gate(self, ctx) -> dict:
+        self._gate(ctx)
+        raise RuntimeError(f"gate {ctx.details['gate']} broke")
 
     def _announce(self, tasks: list[dict]) -> None:
         with self.changed:
@@ -191,6 +196,23 @@ def test_a_failing_batched_write_is_retried_one_report_at_a_time(gates: Gates) -
     assert gates.wait(lambda t: t.get("after", {}).get("status") == "COMPLETED"), gates.tasks
     assert sizes[0] == 4 and set(sizes[1:5]) == {1}
     assert all(gates.status(name) == "COMPLETED" for name in ("a", "b", "child", "parent"))
+
+
+def test_a_cancel_asked_in_a_transaction_outranks_reports_written_after_it_in_the_same_one(gates: Gates) -> None:
+    # The top task fails for good and cancels its running descendants; their handlers' successes
+    # are written later in that same transaction, before the stop reaches them. Reported as
+    # successes, the child went WAITING for a grandchild whose completion then skipped it (its
+    # parent being cancelled): WAITING forever.
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.failing_gate", "details": {"gate": "top"}, "ref": "top"},
+        {"type": "unit.gate", "details": {"gate": "child"}, "ref": "child", "parentId": "top"},
+        {"type": "unit.gate", "details": {"gate": "grandchild"}, "parentId": "child"},
+    ])).result(10)
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("top", "child", "grandchild")))
+    _finish_in_one_transaction(gates, ["top", "child", "grandchild"])
+    assert gates.wait(lambda t: all(t[n]["status"] in ("COMPLETED", "FAILED", "CANCELLED")
+                                    for n in ("top", "child", "grandchild"))), gates.tasks
+    assert [gates.status(n) for n in ("top", "child", "grandchild")] == ["FAILED", "CANCELLED", "CANCELLED"]
 
 
 def test_ops_submitted_while_held_reach_the_engine_only_when_the_block_ends(engine_and_waiter) -> None:
