@@ -437,6 +437,11 @@ def _pump(stream: Any, which: str, on_line: Any) -> None:
             on_line(pending.decode("utf-8", "replace"), which)
     except (OSError, ValueError):
         pass  # the pipe was closed under us
+    finally:
+        try:
+            stream.close()  # closed here when run_program left it to this thread
+        except (OSError, ValueError):
+            pass
 
 
 # ------------------------------------------------------------------ running
@@ -530,12 +535,18 @@ def run_program(
         kill_tree(proc, pgid)  # stopped: the whole tree; exited: whatever it left behind in its group
         with _live_lock:
             _live.pop(id(proc), None)
+        drained = time.monotonic() + 2.0  # the output still in the pipes, both readers together
         for reader in readers:
-            reader.join(2.0)
-        for stream in (proc.stdout, proc.stderr):
+            reader.join(max(0.0, drained - time.monotonic()))
+        for reader, stream in zip(readers, (proc.stdout, proc.stderr)):
+            # A reader still blocked after the program ended: something the program detached into
+            # a session of its own (setsid) holds the pipe. Closing the stream would wait for that
+            # read (a buffered reader's lock), so the task would last as long as the daemon: the
+            # stream is left to its reader, which closes it at the daemon's EOF.
+            if stream is None or reader.is_alive():
+                continue
             try:
-                if stream is not None:
-                    stream.close()
+                stream.close()
             except OSError:
                 pass
     ctx.raise_if_cancelled()

@@ -338,3 +338,27 @@ def test_engine_stop_reason_timeout_kills_tree(recorder, python_opts, tmp_path):
     thread.join(20)
     assert isinstance(box.get("error"), TaskCancelled)
     wait_for(lambda: not any(alive(p) for p in pids))
+
+
+DETACHING = """
+import subprocess, sys
+# a daemon in a session of its own, holding the inherited stdout and stderr
+daemon = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(20)"], start_new_session=True)
+open(sys.argv[1], "w").write(str(daemon.pid))
+print("done")
+"""
+
+
+@posix_only
+def test_a_program_that_leaves_a_detached_daemon_holding_its_output_ends_when_it_exits(recorder, tmp_path):
+    rec = recorder(options=AppOptions(allow_programs={"python": sys.executable}))
+    pidfile = tmp_path / "daemon.pid"
+    started = time.monotonic()
+    try:
+        result = run_program(rec.ctx, "python", ["-c", DETACHING, str(pidfile)])
+        took = time.monotonic() - started
+        assert result["exitCode"] == 0 and result["stdoutTail"] == ["done"]
+        assert took < 10, f"the task lasted as long as the daemon ({took:.1f} s)"
+    finally:
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), 9)
