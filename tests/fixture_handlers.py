@@ -148,3 +148,14 @@ def spawn_then_fail(ctx: TaskContext) -> dict:
     ctx.spawn_many([{"type": "test.ignores_cancel", "details": {"seconds": seconds}}
                     for _ in range(int(ctx.details.get("n", 2)))])
     raise RuntimeError("the parent failed after spawning")
+
+
+@handler("test.spawn_late")
+def spawn_late(ctx: TaskContext) -> dict:
+    """Busy for ``fetch`` seconds without looking for a stop (a metadata fetch), then spawns ``n``
+    children: a cancel or pause asked meanwhile finds children that did not exist yet."""
+    time.sleep(float(ctx.details.get("fetch", 1.0)))
+    ctx.spawn_many([{"type": "demo.sleep", "details": {"seconds": float(ctx.details.get("child_seconds", 2))}}
+                    for _ in range(int(ctx.details.get("n", 2)))])
+    ctx.raise_if_cancelled()
+    return {}

@@ -968,10 +968,12 @@ class Engine:
                 self.graph.move(tx, ctx.id, Status.QUEUED, attempt=ctx.attempt - 1, **extra)
                 return
             elif reason == "pause":
-                self.graph.move(tx, ctx.id, Status.PAUSED, attempt=ctx.attempt - 1, **extra)
+                if self.graph.move(tx, ctx.id, Status.PAUSED, attempt=ctx.attempt - 1, **extra) is not None:
+                    self.graph.pause_descendants(tx, ctx.id)  # children it spawned while pausing
                 return
             else:
-                self.graph.end(tx, ctx.id, Status.CANCELLED, **extra)
+                # and_descendants: children it spawned (or a client added) while it was stopping
+                self.graph.end(tx, ctx.id, Status.CANCELLED, and_descendants=True, **extra)
                 return
         text, retryable = outcome[1], outcome[2]
         if retryable and ctx.attempt < ctx.max_attempts:
@@ -994,7 +996,8 @@ class Engine:
         count = 0
         for task_id, running in list(self._running.items()):
             running.ctx.abandoned = True
-            row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now)  # keeps its place
+            # keeps its place; quitting uses up no attempt, even when the handler was slow to stop
+            row = store.transition(tx.conn, task_id, Status.QUEUED, tx.now, attempt=running.ctx.attempt - 1)
             if row is not None:
                 tx.moved(row)
                 tx.announce(row)

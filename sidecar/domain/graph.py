@@ -107,11 +107,13 @@ class Graph:
         running = self.engine.running(task_id)
         if running is None:
             return None
-        asked = running.ctx.stop_reason
-        if asked is not None and STOP_PRECEDENCE[reason] <= STOP_PRECEDENCE[asked]:
+        applied = running.ctx.stop_reason
+        if applied is not None and STOP_PRECEDENCE[reason] <= STOP_PRECEDENCE[applied]:
             return None  # a stop that decides as much was asked already
-        if STOP_PRECEDENCE[reason] >= STOP_PRECEDENCE.get(tx.stopping.get(task_id, ""), -1):
-            tx.stopping[task_id] = reason
+        pending = tx.stopping.get(task_id)  # asked in this transaction (cancel() marks before calling)
+        if pending is not None and STOP_PRECEDENCE[reason] < STOP_PRECEDENCE[pending]:
+            return None  # a cancel then a pause in one transaction: the cancel stands, row included
+        tx.stopping[task_id] = reason
         tx.after.append(partial(running.ctx.request_stop, reason))
         self.engine.abandon_later(running.ctx)
         if reason in ("cancel", "pause"):  # the user's: kept with the row, in case of a crash
@@ -545,13 +547,22 @@ class Graph:
         status = _status(row)
         if status in _TERMINAL:
             raise InvalidTransition(task_id, status, Status.PAUSED)
-        for r in [row, *store.descendants(tx.conn, task_id)]:
+        if status in ("QUEUED", "WAITING"):
+            self.move(tx, task_id, Status.PAUSED)
+        elif status == "RUNNING":
+            self._stop_running(tx, task_id, "pause", "pausing")
+        self.pause_descendants(tx, task_id)
+        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
+
+    def pause_descendants(self, tx: "Tx", task_id: str) -> None:
+        """Pause the unfinished descendants of a task (tasks.pause; or one whose run has just ended
+        PAUSED, for the children it spawned while pausing)."""
+        for r in store.descendants(tx.conn, task_id):
             s = _status(r)
             if s in ("QUEUED", "WAITING"):
                 self.move(tx, r[0], Status.PAUSED)
             elif s == "RUNNING":
                 self._stop_running(tx, r[0], "pause", "pausing")
-        return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
 
     def resume(self, tx: "Tx", task_id: str) -> Task:
         row = self.row(tx, task_id)

@@ -410,7 +410,7 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> Recovered:
     ).fetchall()
     paused = conn.execute(
         'UPDATE "tasks" SET "status" = \'PAUSED\', "prev_status" = "status", "updated_at" = ?, '
-        '"version" = "version" + 1, "stop_requested" = NULL '
+        '"version" = "version" + 1, "stop_requested" = NULL, "attempt" = MAX("attempt" - 1, 0) '
         f'WHERE {running} AND "stop_requested" = \'pause\' RETURNING "type"',
         (now, *types),
     ).fetchall()

@@ -386,7 +386,8 @@ def test_a_cancel_or_pause_answered_before_a_crash_is_kept_after_it(start_sideca
     second = start_sidecar("--handlers", "fixture_handlers", "--concurrency", "1")
     assert second.ready["recovered"] == {"requeued": 1, "failed": 0, "cancelled": 1, "paused": 1}
     assert second.call("tasks.get", {"id": to_cancel})["status"] == "CANCELLED"
-    assert second.call("tasks.get", {"id": to_pause})["status"] == "PAUSED"
+    paused = second.call("tasks.get", {"id": to_pause})
+    assert paused["status"] == "PAUSED" and paused["attempt"] == 0  # a pause uses up no attempt
     assert second.wait_status(untouched, "RUNNING")["attempt"] == 2  # interrupted, so run again
 
 
@@ -415,3 +416,37 @@ def test_pausing_uses_up_no_attempts_so_a_later_crash_still_retries(start_sideca
     second = start_sidecar()
     assert second.ready["recovered"]["requeued"] == 1
     assert second.wait_status(task["id"], "RUNNING")["attempt"] == 2
+
+
+def test_a_cancel_then_a_pause_in_one_transaction_stays_a_cancel_through_a_crash(start_sidecar) -> None:
+    first = start_sidecar("--handlers", "fixture_handlers")
+    task = first.call("tasks.create", {"type": "test.ignores_cancel", "details": {"seconds": 60}})
+    first.wait_status(task["id"], "RUNNING")
+    first.send([{"jsonrpc": "2.0", "id": 1, "method": "tasks.cancel", "params": {"id": task["id"]}},
+                {"jsonrpc": "2.0", "id": 2, "method": "tasks.pause", "params": {"id": task["id"]}}])
+    first.wait_message(lambda m: isinstance(m, list))
+    first.kill()  # before the handler stopped: the stored stop decides
+    second = start_sidecar("--handlers", "fixture_handlers")
+    assert second.ready["recovered"]["cancelled"] == 1
+    assert second.call("tasks.get", {"id": task["id"]})["status"] == "CANCELLED"
+
+
+def test_quitting_while_a_handler_is_slow_to_stop_uses_up_no_attempt(start_sidecar, db_path: Path) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers", "--grace-seconds", "0.3")
+    task = sidecar.call("tasks.create", {"type": "test.ignores_cancel", "details": {"seconds": 60}, "maxAttempts": 1})
+    sidecar.wait_status(task["id"], "RUNNING")
+    sidecar.call("system.shutdown")  # the handler outlasts the grace: requeued without it
+    assert sidecar.wait_exit() == 0
+    assert db_rows(db_path, "SELECT status, attempt FROM tasks WHERE id = ?", task["id"]) == [("QUEUED", 0)]
+
+
+def test_children_spawned_while_a_parent_was_being_cancelled_are_cancelled_with_it(start_sidecar) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    parent = sidecar.call("tasks.create", {"type": "test.spawn_late", "details": {"fetch": 0.8, "n": 2}})
+    sidecar.wait_status(parent["id"], "RUNNING")
+    assert sidecar.call("tasks.cancel", {"id": parent["id"]})["message"] == "cancelling"
+    sidecar.wait_status(parent["id"], "CANCELLED")
+    children = sidecar.call("tasks.list", {"parentId": parent["id"]})["tasks"]
+    assert len(children) == 2
+    for child in children:
+        assert sidecar.wait_status(child["id"], "CANCELLED", "COMPLETED")["status"] == "CANCELLED"
