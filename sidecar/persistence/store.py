@@ -402,35 +402,32 @@ def recover_interrupted(conn: sqlite3.Connection, now: int) -> Recovered:
         return Recovered(0, [], [], 0)
     running = f'"type" IN ({", ".join("?" * len(types))}) AND "status" = \'RUNNING\''
     deltas: dict[tuple[str, str], int] = {}
-    cancelled = conn.execute(
-        'UPDATE "tasks" SET "status" = \'CANCELLED\', "prev_status" = "status", "completed_at" = ?, '
-        '"updated_at" = ?, "version" = "version" + 1, "stop_requested" = NULL '
-        f'WHERE {running} AND "stop_requested" = \'cancel\' RETURNING "type", "id"',
-        (now, now, *types),
-    ).fetchall()
-    paused = conn.execute(
-        'UPDATE "tasks" SET "status" = \'PAUSED\', "prev_status" = "status", "updated_at" = ?, '
-        '"version" = "version" + 1, "stop_requested" = NULL, "attempt" = MAX("attempt" - 1, 0) '
-        f'WHERE {running} AND "stop_requested" = \'pause\' RETURNING "type"',
-        (now, *types),
-    ).fetchall()
-    requeued = conn.execute(
-        'UPDATE "tasks" SET "status" = \'QUEUED\', "prev_status" = "status", "run_at" = MIN("run_at", ?), '
-        '"updated_at" = ?, "version" = "version" + 1 '
-        f'WHERE {running} AND "attempt" < "max_attempts" RETURNING "type"',
-        (now, now, *types),
-    ).fetchall()
-    failed = conn.execute(
-        'UPDATE "tasks" SET "status" = \'FAILED\', "prev_status" = "status", "completed_at" = ?, '
-        '"updated_at" = ?, '
-        '"error" = \'interrupted: the sidecar stopped during the last of \' || "max_attempts" || \' attempts\', '
-        f'"version" = "version" + 1 WHERE {running} RETURNING "type", "id"',
-        (now, now, *types),
-    ).fetchall()
-    for rows, status in ((cancelled, "CANCELLED"), (paused, "PAUSED"), (requeued, "QUEUED"), (failed, "FAILED")):
-        for type_, *_ in rows:
+
+    def end_running(status: str, sets: str, condition: str, *params: Any) -> list[tuple[str, str]]:
+        """Move the RUNNING rows matching ``condition`` to ``status``, writing ``sets`` too (its
+        ``?`` filled by ``params``). Counted in ``deltas``; returns their (type, id)."""
+        rows = conn.execute(
+            f'UPDATE "tasks" SET "status" = \'{status}\', "prev_status" = "status", "updated_at" = ?, '
+            f'"version" = "version" + 1, {sets} WHERE {running} AND {condition} RETURNING "type", "id"',
+            (now, *params, *types),
+        ).fetchall()
+        for type_, _ in rows:
             deltas[(type_, "RUNNING")] = deltas.get((type_, "RUNNING"), 0) - 1
             deltas[(type_, status)] = deltas.get((type_, status), 0) + 1
+        return rows
+
+    cancelled = end_running("CANCELLED", '"completed_at" = ?, "stop_requested" = NULL',
+                            '"stop_requested" = \'cancel\'', now)
+    paused = end_running("PAUSED", '"stop_requested" = NULL, "attempt" = MAX("attempt" - 1, 0)',
+                         '"stop_requested" = \'pause\'')
+    requeued = end_running("QUEUED", '"run_at" = MIN("run_at", ?)', '"attempt" < "max_attempts"', now)
+    failed = end_running(
+        "FAILED",
+        '"completed_at" = ?, '
+        '"error" = \'interrupted: the sidecar stopped during the last of \' || "max_attempts" || \' attempts\'',
+        "1",
+        now,
+    )
     apply_counts(conn, deltas)
     return Recovered(len(requeued), [r[1] for r in failed], [r[1] for r in cancelled], len(paused))
 
