@@ -159,3 +159,13 @@ def spawn_late(ctx: TaskContext) -> dict:
                     for _ in range(int(ctx.details.get("n", 2)))])
     ctx.raise_if_cancelled()
     return {}
+
+
+@handler("test.fail_once", max_attempts=1)
+def fail_once(ctx: TaskContext) -> dict:
+    """Fails the first time it runs (leaving ``marker``), succeeds once the marker exists."""
+    marker = str(ctx.details["marker"])
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("failing once")
+    return {"second": True}

@@ -524,7 +524,17 @@ class Graph:
         status = _status(row)
         if status not in ("FAILED", "CANCELLED"):
             raise InvalidTransition(task_id, status, Status.QUEUED, "only FAILED or CANCELLED tasks can be retried")
-        again = [row] + [d for d in store.descendants(tx.conn, task_id) if _status(d) in ("FAILED", "CANCELLED")]
+        below = store.descendants(tx.conn, task_id)
+        again = [row] + [d for d in below if _status(d) in ("FAILED", "CANCELLED")]
+        for d in below:
+            running = self.engine.running(d[0]) if _status(d) == "RUNNING" else None
+            if running is not None and running.ctx.stop_reason == "cancel":
+                # Still stopping for the failure being retried: it must not end CANCELLED (that
+                # would fail the parent again) but go back to QUEUED when it stops, as at a shutdown.
+                running.ctx.stop_reason = "shutdown"
+                moved = store.set_stop_requested(tx.conn, d[0], None, "stopping, to run again", tx.now)
+                if moved is not None:
+                    tx.announce(moved)
         reopened: list[str] = []
         for r in again:
             handler_done = r[store.I_HANDLER_DONE]

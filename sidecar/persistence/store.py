@@ -286,7 +286,7 @@ _STOP_REQUESTED = (
 )
 
 
-def set_stop_requested(conn: sqlite3.Connection, task_id: str, reason: str, message: str, now: int) -> Row | None:
+def set_stop_requested(conn: sqlite3.Connection, task_id: str, reason: str | None, message: str, now: int) -> Row | None:
     """Record that the user asked a running task to stop (``cancel`` or ``pause``), with the message
     they see: a crash before the handler stops then ends the task as asked (recover_interrupted)."""
     return conn.execute(_STOP_REQUESTED, (message, reason, now, task_id)).fetchone()

@@ -442,3 +442,24 @@ def test_stats_forget_a_task_deleted_in_the_transaction_that_first_gave_its_stat
     stats = sidecar.call("tasks.stats")
     assert stats["total"] == 0 and stats["byType"] == {} and not any(stats["byStatus"].values())
     assert db_rows(db_path, 'SELECT * FROM "task_counts" WHERE "n" != 0') == []
+
+
+def test_retrying_a_failed_batch_while_a_child_is_still_stopping_runs_that_child_again(start_sidecar, tmp_path) -> None:
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    parent, failing, slow = sidecar.call("tasks.createMany", {"tasks": [
+        {"ref": "p", "type": "demo.noop"},
+        {"type": "test.fail_once", "parentId": "p", "details": {"marker": str(tmp_path / "failed-once")}},
+        {"type": "test.slow_to_stop", "parentId": "p", "details": {"seconds": 2, "every": 1.0}},
+    ]})["tasks"]
+    sidecar.wait_status(parent["id"], "FAILED")  # the first child failed; the slow one is told to stop
+    assert sidecar.call("tasks.get", {"id": slow["id"]})["status"] == "RUNNING"
+    retried = sidecar.call("tasks.retry", {"id": parent["id"]})
+    # the slow child, still stopping for the failure, goes back to QUEUED rather than CANCELLED
+    # (which would fail the retried batch again), and runs again with it
+    done = sidecar.wait_notification(lambda m: m["method"] == "task.updated"
+                                     and m["params"]["task"]["id"] == parent["id"]
+                                     and m["params"]["task"]["version"] > retried["version"]
+                                     and m["params"]["task"]["status"] in ("COMPLETED", "FAILED"),
+                                     timeout=15)["params"]["task"]
+    assert done["status"] == "COMPLETED", done["error"]
+    assert sidecar.call("tasks.get", {"id": slow["id"]})["status"] == "COMPLETED"
