@@ -38,7 +38,7 @@ from sidecar.domain.graph import Graph
 from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
 from sidecar.errors import InvalidParams, ShuttingDown, SidecarError, StorageError, UnknownTaskType
-from sidecar.handlers.context import STOP_PRECEDENCE, TaskCancelled, TaskContext, TaskError
+from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError, strongest_stop
 from sidecar.handlers.registry import DetailsError, HandlerSpec, Registry
 from sidecar.persistence import store
 from sidecar.persistence.store import Task
@@ -938,10 +938,7 @@ class Engine:
         kind = outcome[0]
         # A stop asked earlier in this same transaction reaches the handler only after the commit,
         # but it came first: it decides (a parent's cancel must not be outrun by its child's report).
-        reason = ctx.stop_reason
-        asked = tx.stopping.get(ctx.id) if tx.stopping else None
-        if asked is not None and (reason is None or STOP_PRECEDENCE[asked] > STOP_PRECEDENCE[reason]):
-            reason = asked
+        reason = strongest_stop(tx.stopping.get(ctx.id), ctx.stop_reason) if tx.stopping else ctx.stop_reason
         if reason == "cancel" or (kind != "ok" and reason is not None):
             kind = "stopped"  # a handler failing because it was asked to stop has stopped
         if kind == "ok":

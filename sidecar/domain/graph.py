@@ -19,7 +19,7 @@ import orjson
 
 from sidecar.domain.states import TERMINAL, UNFINISHED, Status
 from sidecar.errors import DependencyCycle, InvalidParams, InvalidTransition, TaskNotFound
-from sidecar.handlers.context import STOP_PRECEDENCE
+from sidecar.handlers.context import STOP_PRECEDENCE, strongest_stop
 from sidecar.persistence import store
 from sidecar.persistence.store import Row, Task
 
@@ -127,8 +127,7 @@ class Graph:
     def stopping_reason(self, tx: "Tx", task_id: str) -> str | None:
         """The strongest stop asked of a task: in this transaction (applied after its commit) or before."""
         running = self.engine.running(task_id)
-        asked = (tx.stopping.get(task_id), running.ctx.stop_reason if running is not None else None)
-        return max((r for r in asked if r), key=STOP_PRECEDENCE.__getitem__, default=None)
+        return strongest_stop(tx.stopping.get(task_id), running.ctx.stop_reason if running is not None else None)
 
     # ------------------------------------------------------------ create
 

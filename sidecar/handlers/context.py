@@ -21,6 +21,11 @@ class TaskError(Exception):
 STOP_PRECEDENCE = {"timeout": 0, "shutdown": 1, "pause": 2, "cancel": 3}
 
 
+def strongest_stop(*reasons: str | None) -> str | None:
+    """The reason that decides among stops asked (None: none was)."""
+    return max((r for r in reasons if r), key=STOP_PRECEDENCE.__getitem__, default=None)
+
+
 class TaskCancelled(Exception):
     """Raised inside a handler by :meth:`TaskContext.raise_if_cancelled` once a stop was asked."""
 
