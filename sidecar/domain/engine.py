@@ -920,7 +920,7 @@ class Engine:
         log.warning("task %s did not stop within %.1fs of %s; abandoning it", ctx.id, self.grace_s, ctx.stop_reason)
         self._op_finish(ctx, ("stopped",), tx)
         ctx.abandoned = True
-        tx.after.append(self._workers.add_spare)
+        tx.after.append(partial(self._workers.replace, running))
 
     def _op_finish(self, ctx: TaskContext, outcome: tuple[Any, ...], tx: Tx) -> None:
         running = self._current(ctx)

@@ -2,8 +2,8 @@
 
 Starting a thread per task costs the engine a GIL hand-off per start (it waits for the new thread
 to boot); persistent workers cost nothing. A handler that ignores its stop signal keeps its thread:
-the engine then calls :meth:`WorkerPool.add_spare` so the pool keeps its working size, and the
-stuck thread retires when its handler finally returns.
+the engine then calls :meth:`WorkerPool.replace` so the pool keeps its working size, and the
+stuck thread leaves the pool when its handler finally returns.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ class WorkerPool:
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._relay: collections.deque[Any] = collections.deque()  # see submit_many
         self._lock = threading.Lock()
-        self._live = 0
+        self._live = 0  # threads counted in the pool's size (a replaced stuck one is not)
         self._target = 0
         self._names = 0
+        self._running: dict[int, Any] = {}  # thread ident -> the job it runs now
+        self._leaving: set[int] = set()  # replaced threads: they leave when their job returns
         self.resize(size)
 
     def submit_many(self, jobs: list[Any]) -> None:
@@ -47,13 +49,24 @@ class WorkerPool:
         for _ in range(missing):
             self._spawn()
 
-    def add_spare(self) -> None:
-        """A worker is stuck in an abandoned handler: let another take its place."""
+    def replace(self, job: Any) -> None:
+        """The thread running ``job`` is stuck in an abandoned handler: start another in its place.
+
+        The stuck thread is counted out of the pool at once and leaves when the handler returns.
+        (Marking the pool one over its size instead, for whichever thread next finds it so, let a
+        healthy worker retire in the stuck one's place: the pool was then a thread short for as
+        long as the handler hung, and tasks claimed meanwhile sat RUNNING with no thread to run.)
+        Nothing happens if the job has returned meanwhile.
+        """
         with self._lock:
-            self._target += 1
+            for ident, running in self._running.items():
+                if running is job and ident not in self._leaving:
+                    self._leaving.add(ident)
+                    self._live -= 1
+                    break
+            else:
+                return
         self._spawn()
-        with self._lock:
-            self._target -= 1  # the stuck one retires when it returns (live > target)
 
     def _spawn(self) -> None:
         with self._lock:
@@ -63,6 +76,7 @@ class WorkerPool:
         threading.Thread(target=self._run, name=name, daemon=True).start()
 
     def _run(self) -> None:
+        me = threading.get_ident()
         while True:
             with self._lock:
                 if self._live > self._target:
@@ -78,5 +92,15 @@ class WorkerPool:
                 with self._lock:
                     self._live -= 1
                 return
-            self._work(job)
+            with self._lock:
+                self._running[me] = job
+            try:
+                self._work(job)
+            finally:
+                with self._lock:
+                    del self._running[me]
+                    leaving = me in self._leaving
+                    self._leaving.discard(me)
             del job  # not held while waiting for the next: an idle pool keeps no task alive
+            if leaving:  # replaced while stuck: no longer counted in _live
+                return

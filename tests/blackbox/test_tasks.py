@@ -84,6 +84,21 @@ def test_a_handler_ignoring_cancel_is_abandoned_after_the_grace_period(start_sid
     sidecar.wait_status(after["id"], "COMPLETED", timeout=5)  # the slot was freed
 
 
+def test_the_pool_keeps_its_size_while_abandoned_handlers_hang(start_sidecar) -> None:
+    # One thread stays stuck in each abandoned handler. Every task after it must still get a
+    # thread of its own (the pool once lost one: from the second task on, tasks sat RUNNING
+    # with no handler until the stuck one returned).
+    sidecar = start_sidecar("--handlers", "fixture_handlers", "--grace-seconds", "0.3", "--concurrency", "1")
+    for _ in range(2):
+        stuck = sidecar.call("tasks.create", {"type": "test.ignores_cancel", "details": {"seconds": 60}})
+        sidecar.wait_status(stuck["id"], "RUNNING")
+        sidecar.call("tasks.cancel", {"id": stuck["id"]})
+        sidecar.wait_status(stuck["id"], "CANCELLED", timeout=5)
+        for _ in range(3):
+            task = sidecar.call("tasks.create", {"type": "demo.noop"})
+            sidecar.wait_status(task["id"], "COMPLETED", timeout=5)
+
+
 def test_failures_are_retried_with_backoff_then_fail(start_sidecar) -> None:
     sidecar = start_sidecar("--handlers", "fixture_handlers")
     task = sidecar.call("tasks.create", {"type": "test.flaky", "details": {"succeed_on": 99}})

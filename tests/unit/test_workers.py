@@ -75,3 +75,41 @@ def test_more_jobs_than_workers_all_run() -> None:
     assert sorted(done) == list(range(50))
     pool.resize(0)
     pool.submit_many([None] * 3)
+
+
+def _wait_until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_replaced_stuck_worker_leaves_the_pool_when_its_job_returns() -> None:
+    release = threading.Event()
+    ran: list[int] = []
+    threads: dict[object, int] = {}
+
+    def work(job: object) -> None:
+        threads[job] = threading.get_ident()
+        if job == "stuck":
+            release.wait(10)
+        else:
+            ran.append(job)  # type: ignore[arg-type]
+
+    stuck = "stuck"
+    pool = WorkerPool(1, work)
+    pool.submit_many([stuck])
+    assert _wait_until(lambda: stuck in threads)
+    pool.replace(stuck)
+    for k in range(3):  # each on the replacement, one after another, while the stuck one hangs
+        pool.submit_many([k])
+        assert _wait_until(lambda: k in ran), f"job {k} never ran while a replaced worker was stuck"
+    release.set()
+    alive = lambda: any(t.ident == threads[stuck] for t in threading.enumerate())  # noqa: E731
+    assert _wait_until(lambda: not alive()), "the stuck worker stayed in the pool after its job returned"
+    pool.submit_many([99])
+    assert _wait_until(lambda: 99 in ran)
+    pool.resize(0)
+    pool.submit_many([None])
