@@ -105,11 +105,54 @@ def unserializable(message: Any, exc: Exception) -> Any:
 Respond = Callable[[Any], None]
 
 
+def _integer_plan(schema: Any) -> Any:
+    """Where ``schema`` asks for integers, for :func:`_make_integers`: ``True`` for an integer,
+    ``(properties, additional)`` for an object, ``[items]`` for an array; None where it asks for
+    none (``$ref`` and combinators are not followed)."""
+    if not isinstance(schema, dict):
+        return None
+    types = schema.get("type")
+    types = [types] if isinstance(types, str) else types or []
+    if "integer" in types and "number" not in types:
+        return True
+    properties = {key: plan for key, sub in (schema.get("properties") or {}).items()
+                  if (plan := _integer_plan(sub)) is not None}
+    additional = _integer_plan(schema.get("additionalProperties"))
+    if properties or additional is not None:
+        return (properties, additional, frozenset(schema.get("properties") or ()))
+    items = _integer_plan(schema.get("items"))
+    return [items] if items is not None else None
+
+
+def _make_integers(plan: Any, value: Any) -> Any:
+    """``value`` with every whole float (``3.0``) where ``plan`` wants an integer made an int, in
+    place. JSON Schema counts 3.0 as an integer, so the validators let it through; the sidecar
+    then used it where Python wants an int (a slice, a thread count) and failed, or stored it."""
+    if plan is True:
+        return int(value) if type(value) is float else value
+    if isinstance(plan, list):
+        if type(value) is list:
+            for index, item in enumerate(value):
+                value[index] = _make_integers(plan[0], item)
+        return value
+    if type(value) is dict:
+        properties, additional, declared = plan
+        for key, sub in properties.items():
+            if key in value:
+                value[key] = _make_integers(sub, value[key])
+        if additional is not None:
+            for key in value:
+                if key not in declared:
+                    value[key] = _make_integers(additional, value[key])
+    return value
+
+
 class Schema:
     """A JSON Schema checked fast, explained precisely.
 
     fastjsonschema compiles the schema to Python (25x faster than jsonschema on a 5,000-item
     createMany); only when a value is refused does jsonschema walk it again to name the field.
+    A value that fits has its whole floats made ints where the schema asks for integers.
     """
 
     def __init__(self, schema: dict[str, Any], *, trusted: bool = True) -> None:
@@ -118,6 +161,7 @@ class Schema:
 
             Draft202012Validator.check_schema(schema)
         self.schema = schema
+        self._integers = _integer_plan(schema)
         self._compiled = False
         self._fast: Callable[[Any], Any] | None = None
         self._explainer: Draft202012Validator | None = None
@@ -144,18 +188,24 @@ class Schema:
             self._compile()
 
     def check(self, value: Any, prefix: str = "") -> None:
-        """Raise :class:`InvalidParams` naming the field when ``value`` does not fit."""
+        """Raise :class:`InvalidParams` naming the field when ``value`` does not fit; when it fits,
+        make its whole floats ints where the schema asks for integers (in place)."""
         if not self._compiled:
             self._compile()
         if self._fast is not None:
             try:
                 self._fast(value)
-                return
             except fastjsonschema.JsonSchemaValueException:
                 pass
+            else:
+                if self._integers is not None:
+                    _make_integers(self._integers, value)
+                return
         check(self._explain, value, prefix)
         if self._fast is not None:  # the two disagree: trust the strict one, say it plainly
             raise InvalidParams(prefix or "params", "does not match the schema")
+        if self._integers is not None:
+            _make_integers(self._integers, value)
 
 
 @dataclass

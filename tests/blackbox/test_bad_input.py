@@ -136,3 +136,30 @@ def test_unicode_round_trips(sidecar: SidecarProcess) -> None:
 def test_crlf_line_endings_are_accepted(sidecar: SidecarProcess) -> None:
     sidecar.send_raw(b'{"jsonrpc":"2.0","id":"crlf","method":"system.ping"}\r\n')
     assert sidecar.response("crlf")["result"] == "pong"
+
+
+def test_whole_floats_are_taken_as_the_integers_they_are(start_sidecar) -> None:
+    # JSON Schema counts 3.0 as an integer, so the params checks let it through; the sidecar used
+    # to keep it a float: a limit of 3.0 crashed the engine's effects (tasks claimed in the same
+    # commit stayed RUNNING with no handler), was stored, and failed every later start; a list
+    # limit of 2.0 was an internal error.
+    sidecar = start_sidecar()
+    sidecar.call("queue.pause", {})
+    tasks = [sidecar.call("tasks.create", {"type": "demo.noop", "priority": 5.0, "runAt": 1.0})
+             for _ in range(3)]
+    assert all(type(t["priority"]) is int and t["priority"] == 5 and type(t["runAt"]) is int for t in tasks)
+    sidecar.send_raw(orjson.dumps([
+        {"jsonrpc": "2.0", "id": "r", "method": "queue.resume", "params": {}},
+        {"jsonrpc": "2.0", "id": "c", "method": "queue.setConcurrency", "params": {"limit": 3.0}},
+    ]) + b"\n")
+    for task in tasks:
+        sidecar.wait_status(task["id"], "COMPLETED", timeout=10)
+    status = sidecar.call("queue.status", {})
+    assert type(status["concurrency"]) is int and status["concurrency"] == 3
+    page = sidecar.call("tasks.list", {"limit": 2.0})
+    assert len(page["tasks"]) == 2
+    assert sidecar.stop() == 0
+    again = start_sidecar()  # the limit was stored as an integer: the next start serves
+    assert again.call("queue.status", {})["concurrency"] == 3
+    task = again.call("tasks.create", {"type": "demo.noop"})
+    again.wait_status(task["id"], "COMPLETED", timeout=10)
