@@ -1054,8 +1054,10 @@ class QueueSettings:
         data = store.orjson.loads(row[0])
         self.paused = bool(data.get("paused", False))
         self.paused_types = set(data.get("pausedTypes", []))
-        self.concurrency_override = data.get("concurrency")
-        self.type_limits = dict(data.get("typeConcurrency", {}))
+        # int(): a limit written as 3.0 by a sidecar before 3738e80 failed every start
+        override = data.get("concurrency")
+        self.concurrency_override = int(override) if override is not None else None
+        self.type_limits = {type_: int(limit) for type_, limit in data.get("typeConcurrency", {}).items()}
 
     def save(self, conn: sqlite3.Connection) -> None:
         conn.execute(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import orjson
 import pytest
 
@@ -161,5 +163,21 @@ def test_whole_floats_are_taken_as_the_integers_they_are(start_sidecar) -> None:
     assert sidecar.stop() == 0
     again = start_sidecar()  # the limit was stored as an integer: the next start serves
     assert again.call("queue.status", {})["concurrency"] == 3
+    task = again.call("tasks.create", {"type": "demo.noop"})
+    again.wait_status(task["id"], "COMPLETED", timeout=10)
+
+
+def test_a_float_limit_stored_by_an_older_sidecar_does_not_stop_it_starting(start_sidecar, db_path) -> None:
+    first = start_sidecar()
+    first.call("queue.setConcurrency", {"limit": 3})
+    assert first.stop() == 0
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE settings SET value = ? WHERE key = 'queue'",
+                     ('{"paused":false,"pausedTypes":[],"concurrency":3.0,"typeConcurrency":{"demo.noop":2.0}}',))
+    conn.close()
+    again = start_sidecar()
+    status = again.call("queue.status", {})
+    assert status["concurrency"] == 3 and status["typeConcurrency"] == {"demo.noop": 2}
     task = again.call("tasks.create", {"type": "demo.noop"})
     again.wait_status(task["id"], "COMPLETED", timeout=10)
