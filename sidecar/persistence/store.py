@@ -482,7 +482,10 @@ def prune(
         for r in conn.execute(
             f'SELECT "id" FROM "tasks" WHERE "status" IN ({marks}) AND "completed_at" < ? '
             f'AND NOT EXISTS (SELECT 1 FROM "tasks" c WHERE c."parent_id" = "tasks"."id" '
-            f"AND c.\"status\" NOT IN {_TERMINAL_SQL}) LIMIT ?",
+            f"AND c.\"status\" NOT IN {_TERMINAL_SQL}) "
+            # a finished child of a batch still running stays: the batch's result counts it
+            f'AND NOT EXISTS (SELECT 1 FROM "tasks" p WHERE p."id" = "tasks"."parent_id" '
+            f"AND p.\"status\" NOT IN {_TERMINAL_SQL}) LIMIT ?",
             (*statuses, completed_before, limit),
         )
     ]

@@ -374,6 +374,23 @@ def test_a_parent_whose_handler_fails_cancels_its_children_and_prune_spares_them
     assert sidecar.call("tasks.prune", {})["deleted"] == 4
 
 
+def test_prune_leaves_the_finished_children_of_a_batch_still_running(sidecar: SidecarProcess) -> None:
+    # the batch's result counts its children when the last one ends: pruned ones went uncounted
+    # (a failed child reported as failed: 0)
+    parent, ok, bad, slow = sidecar.call("tasks.createMany", {"tasks": [
+        {"ref": "p", "type": "demo.noop", "onChildFailure": "continue"},
+        {"parentId": "p", "type": "demo.noop"},
+        {"parentId": "p", "type": "demo.fail"},
+        {"parentId": "p", "type": "demo.sleep", "details": {"seconds": 1.5, "steps": 1}},
+    ]})["tasks"]
+    sidecar.wait_status(ok["id"], "COMPLETED")
+    sidecar.wait_status(bad["id"], "FAILED")
+    assert sidecar.call("tasks.prune", {})["deleted"] == 0
+    done = sidecar.wait_status(parent["id"], "COMPLETED", timeout=10)
+    assert done["result"]["children"] == {"completed": 2, "failed": 1, "cancelled": 0}
+    assert sidecar.call("tasks.prune", {})["deleted"] == 4
+
+
 def test_tasks_failed_by_recovery_settle_their_dependents_and_parents(start_sidecar, db_path: Path) -> None:
     first = start_sidecar()
     long_run = {"type": "demo.sleep", "details": {"seconds": 30}, "maxAttempts": 1}
