@@ -105,6 +105,38 @@ def unserializable(message: Any, exc: Exception) -> Any:
 Respond = Callable[[Any], None]
 
 
+def parse_line(line: bytes) -> Any:
+    """One JSON message. A string escape holding half of a UTF-16 surrogate pair (``"\\ud83c"``,
+    what ``JSON.stringify`` writes for a string cut inside an emoji, e.g. a title cut to length)
+    is valid JSON that orjson refuses, and the app's call would get a parse error without its id;
+    such a message is read by the standard library instead, each lone half replaced by U+FFFD."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "surrogate" not in str(exc):
+            raise
+        import json  # only for this rare line: not on the start-up path
+
+        def refuse_constant(name: str) -> Any:
+            raise exc  # NaN and Infinity are not JSON, as orjson says
+
+        try:
+            value = json.loads(line, parse_constant=refuse_constant)
+        except (ValueError, RecursionError):
+            raise exc from None
+        return _whole_surrogates(value)
+
+
+def _whole_surrogates(value: Any) -> Any:
+    if type(value) is str:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if type(value) is list:
+        return [_whole_surrogates(item) for item in value]
+    if type(value) is dict:
+        return {_whole_surrogates(key): _whole_surrogates(item) for key, item in value.items()}
+    return value
+
+
 def _integer_plan(schema: Any) -> Any:
     """Where ``schema`` asks for integers, for :func:`_make_integers`: ``True`` for an integer,
     ``(properties, additional)`` for an object, ``[items]`` for an array; None where it asks for
@@ -403,7 +435,7 @@ class Protocol:
         """Answer one line (a request, a notification or a batch) through ``respond``; False if
         it takes no answer (notifications only), so ``respond`` will never be called."""
         try:
-            message = orjson.loads(line)
+            message = parse_line(line)
         except orjson.JSONDecodeError as exc:
             respond(error_response(PARSE_ERROR, "Parse error", str(exc)))
             return True

@@ -181,3 +181,17 @@ def test_a_float_limit_stored_by_an_older_sidecar_does_not_stop_it_starting(star
     assert status["concurrency"] == 3 and status["typeConcurrency"] == {"demo.noop": 2}
     task = again.call("tasks.create", {"type": "demo.noop"})
     again.wait_status(task["id"], "COMPLETED", timeout=10)
+
+
+def test_half_a_surrogate_pair_is_read_as_a_replacement_character(sidecar: SidecarProcess) -> None:
+    # JSON.stringify("🎵 title".slice(0, 1)) is "\ud83c": valid JSON that orjson refuses; the call
+    # got a parse error without its id, so the app's promise never settled
+    line = (b'{"jsonrpc":"2.0","id":41,"method":"tasks.create","params":{"type":"demo.noop",'
+            b'"details":{"title":"\\ud83c","ok":"\\ud83c\\udfb5 x"}}}\n')
+    sidecar.send_raw(line)
+    answer = sidecar.response(41)
+    assert answer["result"]["details"] == {"title": "\ufffd", "ok": "\U0001f3b5 x"}
+    assert sidecar.call("tasks.get", {"id": answer["result"]["id"]})["details"]["title"] == "\ufffd"
+    # NaN is still not JSON, surrogates or not
+    assert answer_to(sidecar, b'{"jsonrpc":"2.0","id":42,"method":"system.ping","x":"\\ud83c","n":NaN}\n')[
+        "error"]["code"] == -32700
