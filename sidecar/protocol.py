@@ -276,11 +276,32 @@ def field_path(error: "ValidationError", prefix: str = "") -> str:
     return path
 
 
+_JSON_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "object": "an object",
+                    "array": "an array", "boolean": "a boolean", "null": "null"}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _JSON_TYPE_NAMES.get({str: "string", list: "array", dict: "object"}.get(type(value), ""), "a value")
+
+
 def validation_reason(error: "ValidationError") -> str:
     if error.validator == "required":
         return "is required"
     if error.validator == "additionalProperties":
         return "is not a known field"
+    # in JSON's words, not Python's: the app's developer reads "null", not "None is not of type"
+    if error.validator == "type":
+        wanted = error.validator_value
+        names = [_JSON_TYPE_NAMES.get(t, t) for t in ([wanted] if isinstance(wanted, str) else wanted)]
+        return f"must be {' or '.join(names)}, not {_json_kind(error.instance)}"
+    if error.validator == "enum":
+        return f"must be one of {orjson.dumps(error.validator_value).decode()}"
     return error.message
 
 

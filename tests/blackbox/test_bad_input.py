@@ -195,3 +195,14 @@ def test_half_a_surrogate_pair_is_read_as_a_replacement_character(sidecar: Sidec
     # NaN is still not JSON, surrogates or not
     assert answer_to(sidecar, b'{"jsonrpc":"2.0","id":42,"method":"system.ping","x":"\\ud83c","n":NaN}\n')[
         "error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("method, params, reason", [
+    ("tasks.list", {"parentId": None}, "parentId: must be a string, not null"),
+    ("tasks.list", {"limit": "3"}, "limit: must be an integer, not a string"),
+    ("tasks.list", {"status": ["DONE"]}, 'status[0]: must be one of ["QUEUED","WAITING","RUNNING","PAUSED",'),
+])
+def test_a_wrong_type_is_named_in_json_words_not_pythons(sidecar: SidecarProcess, method, params, reason) -> None:
+    err = sidecar.error(method, params)
+    assert err.code == -32602 and err.message.startswith(f"Invalid params: {reason}")
+    assert "None" not in err.message and "'" not in err.message
