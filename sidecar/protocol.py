@@ -120,8 +120,8 @@ def parse_line(line: bytes) -> Any:
         def refuse_constant(name: str) -> Any:
             raise exc  # NaN and Infinity are not JSON, as orjson says
 
-        try:
-            value = json.loads(line, parse_constant=refuse_constant)
+        try:  # strict UTF-8 first: json.loads(bytes) would let encoded surrogates through
+            value = json.loads(line.decode("utf-8"), parse_constant=refuse_constant)
         except (ValueError, RecursionError):
             raise exc from None
         return _whole_surrogates(value)

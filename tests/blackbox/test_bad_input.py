@@ -192,7 +192,9 @@ def test_half_a_surrogate_pair_is_read_as_a_replacement_character(sidecar: Sidec
     answer = sidecar.response(41)
     assert answer["result"]["details"] == {"title": "\ufffd", "ok": "\U0001f3b5 x"}
     assert sidecar.call("tasks.get", {"id": answer["result"]["id"]})["details"]["title"] == "\ufffd"
-    # NaN is still not JSON, surrogates or not
+    # a surrogate encoded as UTF-8 bytes is still not UTF-8, and NaN still not JSON
+    assert answer_to(sidecar, b'{"jsonrpc":"2.0","id":43,"method":"system.ping","x":"\xed\xa0\x80"}\n')[
+        "error"]["code"] == -32700
     assert answer_to(sidecar, b'{"jsonrpc":"2.0","id":42,"method":"system.ping","x":"\\ud83c","n":NaN}\n')[
         "error"]["code"] == -32700
 

@@ -317,7 +317,7 @@ def test_an_unknown_field_is_refused_by_every_method(fuzzed: SidecarProcess, met
     (b'{"jsonrpc":"2.0","id":"n2","method":"tasks.list","params":{"limit":-1e400}}', -32700),
     (b'{"jsonrpc":"2.0","id":1e400,"method":"system.ping"}', -32700),
     (b'{"jsonrpc":"2.0","id":"n4","method":"system.ping","params":{"x":NaN}}', -32700),
-    (b'{"jsonrpc":"2.0","id":"n5","method":"system.ping","params":{"x":"\\ud800"}}', -32700),
+    # (half a surrogate pair, "\\ud800", is read as U+FFFD since 9180c29: see test_bad_input.py)
     (b'[' * 100_000 + b']' * 100_000, -32700),
     (b'{"jsonrpc":"2.0","id":"deep","method":"tasks.create","params":{"type":"demo.noop","details":{"x":'
      + b'[' * 100_000 + b']' * 100_000 + b'}}}', -32700),
