@@ -18,23 +18,32 @@ def answer_to(sidecar: SidecarProcess, raw: bytes) -> dict:
 
 
 @pytest.mark.parametrize(
-    "raw, code",
+    "raw, code, ident, reason",
     [
-        (b"not json\n", -32700),
-        (b"{\"jsonrpc\": \"2.0\", \"id\": 1, \n", -32700),
-        (b"\xff\xfe\xfa invalid utf-8\n", -32700),
-        (b"[]\n", -32600),
-        (b"42\n", -32600),
-        (b'{"id": 1, "method": "system.ping"}\n', -32600),
-        (b'{"jsonrpc": "1.0", "id": 1, "method": "system.ping"}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": 5}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": {"x": 1}, "method": "system.ping"}\n', -32600),
-        (b'{"jsonrpc": "2.0", "id": 1, "method": "system.ping", "extra": true}\n', -32600),
+        (b"not json\n", -32700, None, None),
+        (b"{\"jsonrpc\": \"2.0\", \"id\": 1, \n", -32700, None, None),
+        (b"\xff\xfe\xfa invalid utf-8\n", -32700, None, None),
+        (b"[]\n", -32600, None, "empty batch"),
+        (b"42\n", -32600, None, "a request must be a JSON object"),
+        (b'{"id": 901, "method": "system.ping"}\n', -32600, 901, '"jsonrpc" must be "2.0"'),
+        (b'{"jsonrpc": "1.0", "id": "a", "method": "system.ping"}\n', -32600, "a", '"jsonrpc" must be "2.0"'),
+        (b'{"jsonrpc": "2.0", "id": 902, "method": 5}\n', -32600, 902, '"method" must be a string'),
+        (b'{"jsonrpc": "2.0", "id": 903, "method": "system.ping", "params": null}\n', -32600, 903,
+         '"params" must be an object or an array'),
+        (b'{"jsonrpc": "2.0", "id": {"x": 1}, "method": "system.ping"}\n', -32600, None,
+         '"id" must be a string, a number or null'),
+        (b'{"jsonrpc": "2.0", "id": true, "method": "system.ping"}\n', -32600, None,
+         '"id" must be a string, a number or null'),
+        (b'{"jsonrpc": "2.0", "id": 1.5, "method": "system.ping", "extra": true}\n', -32600, 1.5,
+         'unknown member "extra"'),
     ],
 )
-def test_malformed_messages(sidecar: SidecarProcess, raw: bytes, code: int) -> None:
+def test_malformed_messages(sidecar: SidecarProcess, raw: bytes, code: int, ident, reason) -> None:
+    # an invalid request whose id can be made out is answered with it, so its caller settles
     answer = answer_to(sidecar, raw)
-    assert answer["error"]["code"] == code and answer["id"] is None
+    assert answer["error"]["code"] == code and answer["id"] == ident and type(answer["id"]) is type(ident)
+    if reason is not None:
+        assert answer["error"]["data"] == reason
 
 
 def test_unknown_method_names_it(sidecar: SidecarProcess) -> None:
@@ -102,7 +111,7 @@ def test_batches_are_answered_item_by_item(sidecar: SidecarProcess) -> None:
         {"jsonrpc": "2.0", "id": "c", "method": "tasks.create", "params": {"type": "demo.noop"}},
     ])
     batch = sidecar.wait_message(lambda m: isinstance(m, list), before)
-    assert [m.get("id") for m in batch] == ["a", "b", None, "c"]
+    assert [m.get("id") for m in batch] == ["a", "b", None, "c"]  # {"bad": true} has no id
     assert batch[0]["result"] == "pong"
     assert batch[1]["error"]["code"] == -32601
     assert batch[2]["error"]["code"] == -32600
