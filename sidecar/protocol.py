@@ -302,7 +302,21 @@ def validation_reason(error: "ValidationError") -> str:
         return f"must be {' or '.join(names)}, not {_json_kind(error.instance)}"
     if error.validator == "enum":
         return f"must be one of {orjson.dumps(error.validator_value).decode()}"
+    if error.validator == "minLength" and error.validator_value == 1:
+        return "must not be empty"
+    bound = _BOUNDS.get(str(error.validator))
+    if bound is not None:
+        return bound.format(orjson.dumps(error.validator_value).decode())
     return error.message
+
+
+_BOUNDS = {
+    "minimum": "must be >= {}", "maximum": "must be <= {}",
+    "exclusiveMinimum": "must be > {}", "exclusiveMaximum": "must be < {}",
+    "minLength": "must be at least {} characters long", "maxLength": "must be at most {} characters long",
+    "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
+    "minProperties": "must have at least {} members", "maxProperties": "must have at most {} members",
+}
 
 
 def check(validator: "Draft202012Validator", value: Any, prefix: str = "") -> None:

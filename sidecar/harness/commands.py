@@ -46,6 +46,19 @@ METHOD_NAMES = [
     "tasks.pause", "tasks.resume", "tasks.tree", "queue.pause", "queue.resume", "queue.setConcurrency",
     "queue.status", "rpc.discover",
 ]
+_FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+def this_run(history: list[str]) -> list[str]:
+    """The statuses of a task since it was last retried: a status it reached before the retry
+    (CANCELLED, say) is not what ``wait`` after ``retry`` waits for."""
+    start = 0
+    for index in range(1, len(history)):
+        if history[index - 1] in _FINISHED and history[index] not in _FINISHED:
+            start = index
+    return history[start:]
+
+
 COMMANDS = ["create", "list", "get", "cancel", "retry", "pause", "resume", "delete", "tree", "wait",
             "stats", "info", "ping", "call", "raw", "help", "quit", "exit"]
 ID_COMMANDS = {"get", "cancel", "retry", "pause", "resume", "delete", "tree", "wait"}
@@ -242,7 +255,7 @@ class Commands:
             self.client.call("tasks.get", {"id": task_id})
 
         def reached() -> bool:
-            return any(s in board.status_history.get(task_id, []) for s in want)
+            return any(s in this_run(board.status_history.get(task_id, [])) for s in want)
 
         ok = board.wait_for(lambda: reached() or not self.client.alive, timeout) and reached()
         if not ok and not self.client.alive:  # no point in waiting out the timeout

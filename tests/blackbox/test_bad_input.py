@@ -212,6 +212,9 @@ def test_half_a_surrogate_pair_is_read_as_a_replacement_character(sidecar: Sidec
     ("tasks.list", {"parentId": None}, "parentId: must be a string, not null"),
     ("tasks.list", {"limit": "3"}, "limit: must be an integer, not a string"),
     ("tasks.list", {"status": ["DONE"]}, 'status[0]: must be one of ["QUEUED","WAITING","RUNNING","PAUSED",'),
+    ("tasks.list", {"limit": 0}, "limit: must be >= 1"),
+    ("tasks.create", {"type": "demo.sleep", "details": {"seconds": -1}}, "details.seconds: must be >= 0"),
+    ("tasks.get", {"id": ""}, "id: must not be empty"),
 ])
 def test_a_wrong_type_is_named_in_json_words_not_pythons(sidecar: SidecarProcess, method, params, reason) -> None:
     err = sidecar.error(method, params)

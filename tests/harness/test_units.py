@@ -180,3 +180,21 @@ def test_replay_maps_ids_and_ignores_what_differs_between_runs() -> None:
     notes = [("task.updated", {"seq": i, "task": {"id": "a", "status": s}}) for i, s in enumerate(["QUEUED", "RUNNING", "RUNNING", "COMPLETED"])]
     assert status_sequences(notes + [("sidecar.ready", {})]) == {"a": ["QUEUED", "RUNNING", "COMPLETED"]}
     assert json.dumps(normalize({"pid": 1, "dbPath": "/x", "version": "0.1.0"})) == "{}"
+
+
+def test_wait_after_a_retry_waits_for_the_new_run_not_the_old_ending() -> None:
+    from types import SimpleNamespace
+
+    from sidecar.harness.commands import Commands, this_run
+
+    board = Board()
+    client = SimpleNamespace(board=board, alive=True, call=lambda *a, **k: None)
+    commands = Commands(client)  # type: ignore[arg-type]
+    for version, status in enumerate(["QUEUED", "RUNNING", "CANCELLED", "QUEUED", "RUNNING"], start=1):
+        board.on_result({"id": "t1", "type": "demo.sleep", "status": status, "version": version})
+    assert this_run(board.status_history["t1"]) == ["QUEUED", "RUNNING"]
+    shown = commands.execute("wait t1 --timeout=0.2")
+    assert "still RUNNING" in str(shown[0])  # the CANCELLED before the retry does not count
+    assert "RUNNING" in str(commands.execute("wait t1 RUNNING --timeout=0.2")[0])
+    board.on_result({"id": "t1", "type": "demo.sleep", "status": "COMPLETED", "version": 6})
+    assert "still" not in str(commands.execute("wait t1 --timeout=0.2")[0])
