@@ -151,6 +151,16 @@ function deferred<T>(): Deferred<T> {
   return d;
 }
 
+function startFailed(err: unknown): SidecarError {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return new SidecarError(
+    ClientErrorCode.StartFailed,
+    `the sidecar could not be started (${err instanceof Error ? err.message : String(err)})`,
+    { pid: null, errno: typeof code === 'string' ? code : null },
+    { cause: err },
+  );
+}
+
 class Session {
   readonly conn: RpcConnection;
   readonly ready = deferred<ReadyInfo>();
@@ -169,6 +179,7 @@ class Session {
     limits: { maxLineBytes: number | undefined; maxRequestBytes: number },
     onNotification: (session: Session, method: string, params: unknown) => void,
     private readonly onExit: (session: Session, info: ExitInfo) => void,
+    private readonly onExiting: (session: Session) => void = () => undefined,
   ) {
     const pid = child.pid;
     this.conn = new RpcConnection({
@@ -220,6 +231,9 @@ class Session {
       // a pipe open.
       const info: ExitInfo = { pid, code, signal, expected: this.expectedExit };
       const done = (): boolean => this.stdoutEnded && this.stderrEnded;
+      // The process is gone even if a grandchild still holds its stderr (up to 500 ms below):
+      // new calls must wait for the next sidecar from now on, not write to a closed stdin.
+      this.onExiting(this);
       if (done()) {
         this.finalize(info);
         return;
@@ -298,6 +312,7 @@ export class SidecarClient {
   private readonly listeners = new Map<ClientEventName, Set<(payload: never) => void>>();
   private session: Session | null = null;
   private gate = deferred<Session>();
+  private exitingSession: Session | null = null;
   private stateValue: ClientState = 'starting';
   private restartAttempts = 0;
   private restartTimer: NodeJS.Timeout | null = null;
@@ -533,6 +548,7 @@ export class SidecarClient {
       { maxLineBytes: this.opts.maxLineBytes, maxRequestBytes: maxMessageBytesOf(args) },
       (s, method, params) => this.onNotification(s, method, params),
       (s, info) => this.onSessionExit(s, info),
+      (s) => this.onSessionExiting(s),
     );
     this.session = session;
     liveClients.add(this);
@@ -572,14 +588,18 @@ export class SidecarClient {
   }
 
   private async launchFirst(): Promise<void> {
-    const session = this.spawnSession();
+    let session: Session;
     try {
+      session = this.spawnSession();
       await this.awaitReady(session);
     } catch (err) {
+      // spawn() itself throws for some causes (a cwd that is a file, an empty program name, a NUL
+      // in an argument): those are start failures too, not raw Node errors
+      const error = err instanceof SidecarError ? err : startFailed(err);
       this.stateValue = 'closed';
       liveClients.delete(this);
-      this.gate.reject(err);
-      throw err;
+      this.gate.reject(error);
+      throw error;
     }
     this.becomeReady(session, false);
   }
@@ -608,13 +628,24 @@ export class SidecarClient {
     this.emit('notification', { method, params });
   }
 
+  /** The ready sidecar's process has exited; its pipes may take a moment more to close. */
+  private onSessionExiting(session: Session): void {
+    if (session !== this.session || session.readyInfo === null || this.stateValue !== 'ready') return;
+    this.stateValue = 'restarting';
+    this.gate = deferred<Session>();
+    this.exitingSession = session;
+  }
+
   private onSessionExit(session: Session, info: ExitInfo): void {
     if (session !== this.session) return;
     // A sidecar that never became ready: awaitReady (start or restart attempt) reports it.
     if (session.readyInfo === null) return;
     liveClients.delete(this);
-    const unexpected = this.stateValue === 'ready'; // else closing/closed: expected
-    if (unexpected) {
+    const exiting = this.exitingSession === session;
+    this.exitingSession = null;
+    // else closing/closed: expected
+    const unexpected = this.stateValue === 'ready' || (exiting && this.stateValue === 'restarting');
+    if (this.stateValue === 'ready') {
       // Before 'exit' is emitted: a call made by an exit listener must wait behind a new gate for
       // the next sidecar, not find the dead session behind the old, resolved one.
       this.stateValue = 'restarting';
@@ -666,8 +697,7 @@ export class SidecarClient {
       session = this.spawnSession();
       await this.awaitReady(session);
     } catch (err) {
-      const error =
-        err instanceof SidecarError ? err : new SidecarError(ClientErrorCode.StartFailed, `restart failed: ${String(err)}`);
+      const error = err instanceof SidecarError ? err : startFailed(err);
       this.log('error', `restart attempt ${attempt} failed: ${error.message}`);
       if (this.stateValue !== 'restarting') return;
       this.emit('restart-attempt-failed', { attempt, error });

@@ -87,8 +87,22 @@ export interface TaskIpcRegistration {
   dispose(): void;
 }
 
-/** The live registration on each ipcMain: a second one replaces it (see registerTaskIpc). */
-const registrations = new WeakMap<IpcMainLike, TaskIpcRegistration>();
+/**
+ * The live registration on each ipcMain: a second one replaces it (see registerTaskIpc). Kept on
+ * the ipcMain object under a global symbol, not in a map of this module: a hot reload that runs
+ * this module again (a bundled main process under HMR) must still find the earlier registration.
+ */
+const REGISTRATION = Symbol.for('task-sidecar/electron-bridge/registration');
+type Registered = IpcMainLike & { [REGISTRATION]?: TaskIpcRegistration };
+const registrations = {
+  get: (ipc: IpcMainLike): TaskIpcRegistration | undefined => (ipc as Registered)[REGISTRATION],
+  set: (ipc: IpcMainLike, registration: TaskIpcRegistration): void => {
+    Object.defineProperty(ipc, REGISTRATION, { value: registration, configurable: true, enumerable: false, writable: true });
+  },
+  delete: (ipc: IpcMainLike): void => {
+    delete (ipc as Registered)[REGISTRATION];
+  },
+};
 
 export function registerTaskIpc(options: RegisterTaskIpcOptions): TaskIpcRegistration {
   const { ipcMain, client, getWindows } = options;

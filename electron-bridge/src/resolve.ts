@@ -52,7 +52,8 @@ export function resolveSidecarCommand(options: ResolveSidecarOptions = {}): Side
     const join = platform === 'win32' ? path.win32.join : path.posix.join;
     return { command: join(resources, 'sidecar', frozenSidecarName(platform)), args: [] };
   }
-  const python = options.python ?? env['TASK_SIDECAR_PYTHON'] ?? (platform === 'win32' ? 'python' : 'python3');
+  // || not ??: an empty TASK_SIDECAR_PYTHON (set but blank in a .env file) means "not set"
+  const python = options.python || env['TASK_SIDECAR_PYTHON'] || (platform === 'win32' ? 'python' : 'python3');
   const cwd = options.sourceRoot ?? env['TASK_SIDECAR_ROOT'] ?? process.cwd();
   return { command: python, args: ['-m', 'sidecar'], cwd };
 }

@@ -69,6 +69,8 @@ test('resolveSidecarCommand: frozen binary in a packaged app, python -m sidecar 
   });
   assert.equal(resolveSidecarCommand({ isPackaged: false, env: { TASK_SIDECAR_PYTHON: '/venv/bin/python' } }).command, '/venv/bin/python');
   assert.equal(resolveSidecarCommand({ isPackaged: false, env: {}, platform: 'win32' }).command, 'python');
+  // set but empty (a blank line in a .env file) is "not set", not a program named ''
+  assert.equal(resolveSidecarCommand({ isPackaged: false, env: { TASK_SIDECAR_PYTHON: '' }, platform: 'linux' }).command, 'python3');
   assert.throws(() => new (SidecarClient as unknown as new (o: object) => SidecarClient)({}), /dbPath is required/);
 });
 

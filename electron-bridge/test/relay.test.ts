@@ -263,3 +263,26 @@ test('registering twice on one ipcMain replaces the first registration: events o
   second.dispose();
   assert.equal(client.listenerCount(), 0);
 });
+
+test('a registration made by a re-evaluated copy of the module (a hot reload) still replaces the earlier one', async () => {
+  // a bundled main process under HMR runs relay.ts again: a registry private to the module
+  // would start empty and leave both registrations live
+  const relayPath = require.resolve('../src/relay');
+  const fresh = (): typeof import('../src/relay') => {
+    delete require.cache[relayPath];
+    return require(relayPath) as typeof import('../src/relay');
+  };
+  const ipcMain = new FakeIpcMain();
+  const client = new FakeClient();
+  client.answer = () => ({ tasks: [], nextCursor: null });
+  const windows = [new FakeWindow()];
+  const first = fresh().registerTaskIpc({ ipcMain, client, getWindows: () => windows });
+  const second = fresh().registerTaskIpc({ ipcMain, client, getWindows: () => windows });
+  client.emit('task.updated', { seq: 1, task: makeTask() });
+  assert.equal(windows[0]!.webContents.sent.length, 1, 'each event reaches a window once');
+  first.dispose();
+  const page = new FakeIpcRenderer(ipcMain, windows[0]!.webContents);
+  assert.equal(((await page.invoke('task-sidecar:tasks.list', {})) as IpcEnvelope<unknown>).ok, true);
+  second.dispose();
+  assert.equal(client.listenerCount(), 0);
+});

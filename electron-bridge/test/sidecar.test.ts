@@ -369,6 +369,36 @@ test('a second sidecar on the same database is refused: start rejects with its s
   assert.equal(await shared.client.system.ping(), 'pong', 'the first one is unharmed');
 });
 
+test('spawn errors Node throws at once (a cwd that is a file) reject start with StartFailed too', async () => {
+  const file = path.join(tempDir('eb-cwd-'), 'not-a-dir');
+  fs.writeFileSync(file, '');
+  await assert.rejects(start({ cwd: file, restart: false }), (err: unknown) => {
+    assert.ok(err instanceof SidecarError, `a SidecarError, not ${String(err)}`);
+    assert.equal(err.code, ClientErrorCode.StartFailed);
+    assert.match(err.message, /could not be started/);
+    return true;
+  });
+});
+
+test('a call made after a crash waits for the restarted sidecar while a tool it started still holds its stderr', async () => {
+  const handlers = path.join(REPO_ROOT, 'electron-bridge', 'test', 'fixtures', 'inherit_stderr_handlers.py');
+  const { client } = await start({ handlers: [handlers], restart: { initialDelayMs: 50 } });
+  const w = watch(client);
+  const t = await client.tasks.create({ type: 'fixture.inherit_stderr', details: {} });
+  const toolPid = ((await w.until(t.id, 'COMPLETED')).result as { toolPid: number }).toolPid;
+  try {
+    process.kill(client.pid!, 'SIGKILL');
+    await sleep(150); // the process is gone; its stderr stays open in the tool for seconds
+    assert.equal(await client.system.ping(), 'pong');
+  } finally {
+    try {
+      process.kill(toolPid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+});
+
 test('handlers that cannot be loaded: start rejects with exit code 5 and the sidecar\'s reason', async () => {
   await assert.rejects(start({ handlers: ['no_such_app_handlers'], restart: false }), (err: unknown) => {
     assert.ok(err instanceof SidecarError);
