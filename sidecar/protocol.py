@@ -139,8 +139,8 @@ def _whole_surrogates(value: Any) -> Any:
 
 def _integer_plan(schema: Any) -> Any:
     """Where ``schema`` asks for integers, for :func:`_make_integers`: ``True`` for an integer,
-    ``(properties, additional)`` for an object, ``[items]`` for an array; None where it asks for
-    none (``$ref`` and combinators are not followed)."""
+    ``(properties, additional, declared names)`` for an object, ``[items]`` for an array; None
+    where it asks for none (``$ref`` and combinators are not followed)."""
     if not isinstance(schema, dict):
         return None
     types = schema.get("type")
