@@ -205,6 +205,7 @@ class Sidecar:
             self.db_path, durability=self.config.durability, max_pages=self.config.max_db_pages
         )
         migrations.upgrade(db)
+        self.cursors = store.Cursors(store.cursor_key(db.connection()))
         return engine.recover()
 
     def _serve(self, transport: Transport, protocol: Protocol) -> None:

@@ -526,8 +526,28 @@ def find_by_idempotency_key(conn: sqlite3.Connection, key: str) -> Row | None:
     return conn.execute(f'SELECT {_COLS} FROM "tasks" WHERE "idempotency_key" = ?', (key,)).fetchone()
 
 
+def cursor_key(conn: sqlite3.Connection) -> bytes:
+    """The key that signs ``tasks.list`` cursors, kept in the database file: a page cursor an app
+    holds across a sidecar restart (a store paging through the list when it crashed) still reads
+    the next page. Made at the first start; a database that cannot take the write (full, say) gets
+    a key for this run only."""
+    row = conn.execute('SELECT "value" FROM "settings" WHERE "key" = \'cursor_key\'').fetchone()
+    if row is not None:
+        try:
+            return bytes.fromhex(row[0])
+        except ValueError:
+            pass
+    key = os.urandom(16)
+    try:
+        conn.execute('INSERT OR REPLACE INTO "settings" ("key", "value") VALUES (\'cursor_key\', ?)', (key.hex(),))
+    except sqlite3.Error:
+        pass
+    return key
+
+
 class Cursors:
-    """Opaque, tamper-evident list cursors: ``(created_at, rowid)`` signed with a per-file key."""
+    """Opaque, tamper-evident list cursors: ``(created_at, rowid)`` signed with a per-file key
+    (:func:`cursor_key`)."""
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key or os.urandom(16)

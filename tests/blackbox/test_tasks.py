@@ -376,3 +376,19 @@ def test_a_burst_of_creates_is_answered_before_each_task_is_announced(sidecar: S
     sidecar.send_raw(b"".join(orjson.dumps(r) + b"\n" for r in requests))
     ids = {_answer_precedes_announcements(sidecar, f"b{i}") for i in range(50)}
     assert len(ids) == 50
+
+
+def test_a_list_cursor_survives_a_restart_and_is_refused_by_another_database(start_sidecar, db_path, tmp_path) -> None:
+    # a renderer's store paging through the list when the sidecar crashed goes on after the restart
+    first = start_sidecar()
+    created = first.call("tasks.createMany", {"tasks": [{"type": "demo.noop"} for _ in range(9)]})["tasks"]
+    for t in created:
+        first.wait_status(t["id"], "COMPLETED")
+    page = first.call("tasks.list", {"limit": 4})
+    first.kill()
+    again = start_sidecar()
+    rest = again.call("tasks.list", {"limit": 100, "cursor": page["nextCursor"]})
+    assert [t["id"] for t in page["tasks"] + rest["tasks"]] == [t["id"] for t in reversed(created)]
+    other = start_sidecar(db=tmp_path / "other.db")
+    err = other.error("tasks.list", {"cursor": page["nextCursor"]})
+    assert err.code == -32602 and err.data["field"] == "cursor"
