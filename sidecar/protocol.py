@@ -280,14 +280,20 @@ _JSON_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a 
                     "array": "an array", "boolean": "a boolean", "null": "null"}
 
 
+_BOUNDS = {
+    "minimum": "must be >= {}", "maximum": "must be <= {}",
+    "exclusiveMinimum": "must be > {}", "exclusiveMaximum": "must be < {}",
+    "minLength": "must be at least {} characters long", "maxLength": "must be at most {} characters long",
+    "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
+    "minProperties": "must have at least {} members", "maxProperties": "must have at most {} members",
+}
+# what a parsed JSON value is, by its Python type (bool before int: True is an int)
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+               list: "an array", dict: "an object"}
+
+
 def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return _JSON_TYPE_NAMES.get({str: "string", list: "array", dict: "object"}.get(type(value), ""), "a value")
+    return _JSON_KINDS.get(type(value), "a value")
 
 
 def validation_reason(error: "ValidationError") -> str:
@@ -308,15 +314,6 @@ def validation_reason(error: "ValidationError") -> str:
     if bound is not None:
         return bound.format(orjson.dumps(error.validator_value).decode())
     return error.message
-
-
-_BOUNDS = {
-    "minimum": "must be >= {}", "maximum": "must be <= {}",
-    "exclusiveMinimum": "must be > {}", "exclusiveMaximum": "must be < {}",
-    "minLength": "must be at least {} characters long", "maxLength": "must be at most {} characters long",
-    "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
-    "minProperties": "must have at least {} members", "maxProperties": "must have at most {} members",
-}
 
 
 def check(validator: "Draft202012Validator", value: Any, prefix: str = "") -> None:
