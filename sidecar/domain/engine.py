@@ -129,6 +129,8 @@ class Running:
     ctx: TaskContext
     spec: HandlerSpec
     last_progress: float = 0.0
+    asked_to_stop: bool = False
+    message_before_stop: str | None = None  # what a stop's "cancelling"/"pausing" replaced
 
 
 @dataclass(order=True)
@@ -815,7 +817,9 @@ class Engine:
         ctx = running.ctx
         outcome: tuple[Any, ...]
         try:
-            outcome = ("ok", running.spec.fn(ctx))
+            result = running.spec.fn(ctx)
+            # Read once it returned: a stop asked after this did not reach the handler.
+            outcome = ("ok", result, ctx.stop_reason)
         except TaskCancelled:
             outcome = ("stopped",)
         except TaskError as exc:
@@ -939,6 +943,12 @@ class Engine:
         # A stop asked earlier in this same transaction reaches the handler only after the commit,
         # but it came first: it decides (a parent's cancel must not be outrun by its child's report).
         reason = strongest_stop(tx.stopping.get(ctx.id), ctx.stop_reason) if tx.stopping else ctx.stop_reason
+        if reason is not None and kind == "ok" and outcome[2] is None and not store.has_children(tx.conn, ctx.id):
+            # Its handler had returned before any stop reached it: the work is done (a download's
+            # file is in place), so it completes. A task with children keeps the stop: it would
+            # wait for children that the same stop is cancelling.
+            tx.stopping.pop(ctx.id, None)
+            reason = None
         if reason == "cancel" or (kind != "ok" and reason is not None):
             kind = "stopped"  # a handler failing because it was asked to stop has stopped
         if kind == "ok":
@@ -949,6 +959,8 @@ class Engine:
             else:
                 if pending is not None:
                     extra = {"message": pending[1]}
+                elif running.asked_to_stop:
+                    extra = {"message": running.message_before_stop}  # not the stop's "cancelling"
                 tx.succeeded.append((ctx.id, result_json, extra))
                 if not tx.batching:
                     self._write_succeeded_now(tx)

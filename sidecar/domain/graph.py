@@ -114,6 +114,9 @@ class Graph:
         if pending is not None and STOP_PRECEDENCE[reason] < STOP_PRECEDENCE[pending]:
             return None  # a cancel then a pause in one transaction: the cancel stands, row included
         tx.stopping[task_id] = reason
+        if not running.asked_to_stop:
+            running.asked_to_stop = True
+            running.message_before_stop = store.message_of(tx.conn, task_id)
         tx.after.append(partial(running.ctx.request_stop, reason))
         self.engine.abandon_later(running.ctx)
         if reason in ("cancel", "pause"):  # the user's: kept with the row, in case of a crash

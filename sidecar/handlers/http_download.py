@@ -374,6 +374,10 @@ def download(
             final = check_dest(dest, options.allow_dirs)
         except ValueError as exc:
             raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+        # A stop that came while the last bytes were checked: no file under dest for a task that
+        # will not end COMPLETED. After the rename it completes (the engine lets a handler that
+        # returned before a stop reached it finish).
+        ctx.raise_if_cancelled()
         os.replace(part, final)
         ctx.progress(100.0, progress_message(result["bytes"], result["bytes"], None))
         return {"path": final, **result, "resumedFrom": resumed_from}

@@ -280,6 +280,11 @@ def set_message(conn: sqlite3.Connection, task_id: str, message: str | None, now
     return conn.execute(_MESSAGE, (message, now, task_id)).fetchone()
 
 
+def message_of(conn: sqlite3.Connection, task_id: str) -> str | None:
+    found = conn.execute('SELECT "message" FROM "tasks" WHERE "id" = ?', (task_id,)).fetchone()
+    return None if found is None else found[0]
+
+
 _STOP_REQUESTED = (
     'UPDATE "tasks" SET "message" = ?, "stop_requested" = ?, "updated_at" = ?, "version" = "version" + 1 '
     f'WHERE "id" = ? AND "status" = \'RUNNING\' RETURNING {_COLS}'

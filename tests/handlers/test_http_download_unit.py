@@ -202,6 +202,27 @@ def test_stop_mid_download(http_server, recorder, opts, tmp_path, reason, kept):
     assert not (tmp_path / "dl" / "slow.bin").exists()
 
 
+@pytest.mark.parametrize("reason, kept", [("cancel", False), ("pause", True)])
+def test_a_stop_after_the_last_byte_but_before_the_rename_leaves_no_file_at_dest(
+    http_server, recorder, opts, tmp_path, monkeypatch, reason, kept
+):
+    # The handler's last check: a task that will not end COMPLETED must not leave its file in place.
+    url = http_server.add("/e.bin", BODY[:200_000])
+    rec = recorder(options=opts)
+    checked = check_dest
+
+    def stop_once_the_body_is_in(dest, allow_dirs):
+        if rec.progress:  # the body was streamed: this is the check right before the rename
+            rec.ctx.request_stop(reason)
+        return checked(dest, allow_dirs)
+
+    monkeypatch.setattr(http_download, "check_dest", stop_once_the_body_is_in)
+    with pytest.raises(TaskCancelled):
+        download(rec.ctx, url, str(tmp_path / "dl" / "e.bin"))
+    assert not (tmp_path / "dl" / "e.bin").exists()
+    assert bool(part_files(tmp_path / "dl")) is kept
+
+
 def test_redirects_are_followed_and_checked_against_hosts(http_server, recorder, opts, tmp_path):
     target = http_server.add("/target.bin", BODY[:5000]).replace("127.0.0.1", "localhost")
     url = http_server.add("/go", b"", redirect=target)

@@ -137,8 +137,9 @@ def gates(tmp_path: Path):
 def _finish_in_one_transaction(gates: Gates, order: list[str]) -> None:
     """Open the gates in ``order`` while the engine is held, so all the finish reports wait in its
     inbox in that order and are written by one transaction."""
+    before = gates.finish_reports
     with gates.engine._turn:
-        for i, name in enumerate(order, 1):
+        for i, name in enumerate(order, before + 1):
             gates.events.setdefault(name, threading.Event()).set()
             deadline = time.monotonic() + 10
             while gates.finish_reports < i and time.monotonic() < deadline:
@@ -198,11 +199,14 @@ def test_a_failing_batched_write_is_retried_one_report_at_a_time(gates: Gates) -
     assert all(gates.status(name) == "COMPLETED" for name in ("a", "b", "child", "parent"))
 
 
-def test_a_cancel_asked_in_a_transaction_outranks_reports_written_after_it_in_the_same_one(gates: Gates) -> None:
+def test_a_cancel_asked_in_a_transaction_outranks_a_parents_report_written_after_it_in_the_same_one(
+    gates: Gates,
+) -> None:
     # The top task fails for good and cancels its running descendants; their handlers' successes
-    # are written later in that same transaction, before the stop reaches them. Reported as
-    # successes, the child went WAITING for a grandchild whose completion then skipped it (its
-    # parent being cancelled): WAITING forever.
+    # are written later in that same transaction, before the stop reaches them. Reported as a
+    # success, the child went WAITING for a grandchild whose completion then skipped it (its
+    # parent being cancelled): WAITING forever. So a task with children ends CANCELLED; the
+    # grandchild, whose handler returned before any stop reached it, has done its work: COMPLETED.
     gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
         {"type": "unit.failing_gate", "details": {"gate": "top"}, "ref": "top"},
         {"type": "unit.gate", "details": {"gate": "child"}, "ref": "child", "parentId": "top"},
@@ -212,7 +216,66 @@ def test_a_cancel_asked_in_a_transaction_outranks_reports_written_after_it_in_th
     _finish_in_one_transaction(gates, ["top", "child", "grandchild"])
     assert gates.wait(lambda t: all(t[n]["status"] in ("COMPLETED", "FAILED", "CANCELLED")
                                     for n in ("top", "child", "grandchild"))), gates.tasks
-    assert [gates.status(n) for n in ("top", "child", "grandchild")] == ["FAILED", "CANCELLED", "CANCELLED"]
+    assert [gates.status(n) for n in ("top", "child", "grandchild")] == ["FAILED", "CANCELLED", "COMPLETED"]
+    assert gates.tasks["grandchild"]["result"] == {"gate": "grandchild"}
+
+
+def _batch_of_two(gates: Gates) -> None:
+    """A batch (``onChildFailure: "fail"``, its own handler done) with two running children."""
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
+        {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
+        {"type": "unit.gate", "details": {"gate": "video"}, "parentId": "batch"},
+    ])).result(10)
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video")))
+    gates.events.setdefault("batch", threading.Event()).set()
+    assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
+
+
+def test_a_child_that_finished_as_its_batch_failed_completes_with_its_result_and_message(gates: Gates) -> None:
+    # A playlist's download that finished in the transaction in which a sibling's 404 failed the
+    # batch: its file is in place, so CANCELLED (with no result) would hide it from the app.
+    _batch_of_two(gates)
+    _finish_in_one_transaction(gates, ["bad", "video"])
+    assert gates.wait(lambda t: t["video"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
+    assert [gates.status(n) for n in ("batch", "bad", "video")] == ["FAILED", "FAILED", "COMPLETED"]
+    video = gates.tasks["video"]
+    assert video["result"] == {"gate": "video"} and video["message"] != "cancelling"
+    assert db_rows(models.database.database, "SELECT status, result FROM tasks WHERE id = ?",
+                   video["id"]) == [("COMPLETED", '{"gate":"video"}')]
+
+
+def test_a_users_cancel_that_reaches_a_handler_only_after_it_returned_lets_it_complete(gates: Gates) -> None:
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "x"}, "ref": "x"},
+    ])).result(10)
+    assert gates.wait(lambda t: t.get("x", {}).get("status") == "RUNNING")
+    task_id = gates.tasks["x"]["id"]
+    with gates.engine._turn:  # the cancel and then the report, in one transaction
+        answer = gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id))
+        gates.events.setdefault("x", threading.Event()).set()
+        deadline = time.monotonic() + 10
+        while gates.finish_reports < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert answer.result(10)["message"] == "cancelling"
+    assert gates.wait(lambda t: t["x"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
+    assert gates.status("x") == "COMPLETED" and gates.tasks["x"]["result"] == {"gate": "x"}
+
+
+def test_a_handler_that_returns_after_its_cancel_reached_it_still_ends_cancelled(gates: Gates) -> None:
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "y"}, "ref": "y"},
+    ])).result(10)
+    assert gates.wait(lambda t: t.get("y", {}).get("status") == "RUNNING")
+    task_id = gates.tasks["y"]["id"]
+    gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id)).result(10)
+    running = gates.engine.running(task_id)
+    deadline = time.monotonic() + 10
+    while running is not None and running.ctx.stop_reason is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    gates.events.setdefault("y", threading.Event()).set()  # it returns its result all the same
+    assert gates.wait(lambda t: t["y"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
+    assert gates.status("y") == "CANCELLED" and gates.tasks["y"]["result"] is None
 
 
 def test_ops_submitted_while_held_reach_the_engine_only_when_the_block_ends(engine_and_waiter) -> None:
