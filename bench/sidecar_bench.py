@@ -313,6 +313,7 @@ def cmd_createmany(a: argparse.Namespace) -> None:
         not_queued.append(a.children - sc.count_status(ids, "QUEUED"))
     _finish(sc)
     emit({"children": a.children, "rounds": a.rounds, "request_ms": summary(req_ms),
+          "request_ms_by_round": [round(ms, 1) for ms in req_ms],
           "ping_during_ms": summary(ping_ms),
           "all_announced": True,  # every child reached COMPLETED as seen by the client (else: failed)
           "queued_not_announced_max": max(not_queued),
