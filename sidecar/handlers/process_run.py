@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import logging
 import os
 import re
 import signal
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 from sidecar.handlers.context import TaskContext, TaskError
 from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
+
+log = logging.getLogger(__name__)
 
 KILL_GRACE_S = 3.0  # SIGTERM, then SIGKILL after this long (the engine's own grace is 5 s)
 TAIL_LINES = 20  # lines of stderr kept for the error (and of stdout for the result)
@@ -196,21 +199,41 @@ class FfmpegParser:
 # ------------------------------------------------------------------ generic regex
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Named groups: ``percent``, or ``done`` and ``total``; optional ``message``."""
-    regex = re.compile(pattern)
-    groups = set(regex.groupindex)
+REGEX_TIMEOUT_S = 0.05  # per output line; a task's own pattern must not hold the sidecar up
+
+
+def compile_regex(pattern: str) -> Any:
+    """Named groups: ``percent``, or ``done`` and ``total``; optional ``message``.
+
+    The pattern comes from the renderer (``tasks.create`` details) and runs in the sidecar's own
+    process. CPython's ``re`` holds the GIL for a whole match with no time limit, so a pattern that
+    backtracks catastrophically froze every thread. The ``regex`` package (same syntax) matches
+    with a timeout and lets other threads run meanwhile. Imported here: only such tasks need it.
+    """
+    import regex
+
+    compiled = regex.compile(pattern)
+    groups = set(compiled.groupindex)
     if "percent" not in groups and not {"done", "total"} <= groups:
         raise ValueError("needs a named group (?P<percent>…), or (?P<done>…) and (?P<total>…)")
-    return regex
+    return compiled
 
 
 class RegexParser:
     def __init__(self, pattern: str) -> None:
-        self.regex = compile_regex(pattern)
+        self.regex: Any = compile_regex(pattern)
 
     def feed(self, line: str, stream: str) -> Progress | None:
-        m = self.regex.search(ANSI.sub("", line)[:4096])
+        if self.regex is None:
+            return None
+        try:
+            m = self.regex.search(ANSI.sub("", line)[:4096], timeout=REGEX_TIMEOUT_S, concurrent=True)
+        except TimeoutError:
+            # One slow line means the pattern backtracks: stop parsing this run's output with it.
+            log.warning("parser.regex took over %gs on one line; progress parsing is off for this run",
+                        REGEX_TIMEOUT_S)
+            self.regex = None
+            return None
         if not m:
             return None
         groups = m.groupdict()
@@ -286,9 +309,11 @@ def check_details(details: dict[str, Any], options: AppOptions) -> None:
     check_env(details.get("env") or {})
     parser = details.get("parser")
     if isinstance(parser, dict):
+        import regex
+
         try:
             compile_regex(parser["regex"])
-        except (re.error, ValueError) as exc:
+        except (regex.error, ValueError) as exc:
             raise DetailsError("parser.regex", str(exc)) from None
 
 
