@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -392,3 +393,19 @@ def test_a_list_cursor_survives_a_restart_and_is_refused_by_another_database(sta
     other = start_sidecar(db=tmp_path / "other.db")
     err = other.error("tasks.list", {"cursor": page["nextCursor"]})
     assert err.code == -32602 and err.data["field"] == "cursor"
+
+
+def test_a_backtracking_parser_regex_does_not_freeze_the_sidecar(start_sidecar) -> None:
+    # In tests/blackbox so that the frozen binary runs it too: the regex package must be bundled.
+    # The renderer chooses both the pattern and (through args) the line. With re, a 60-character
+    # line held the GIL for hours: no answer, no other task's progress, no cancel.
+    sidecar = start_sidecar("--allow-program", f"python={sys.executable}")
+    task = sidecar.call("tasks.create", {"type": "process.run", "details": {
+        "program": "python", "args": ["-c", "import sys, time; print(sys.argv[1], flush=True); time.sleep(0.5); print('50%')",
+                                      "a" * 60 + "!"],
+        "parser": {"regex": r"^(?P<percent>(a|aa)+)$"}}})
+    sidecar.wait_notification(lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == task["id"]
+                              and m["params"]["task"]["status"] == "RUNNING", timeout=30)
+    assert sidecar.call("system.ping", timeout=10) == "pong"
+    done = sidecar.wait_status(task["id"], "COMPLETED", timeout=30)
+    assert done["result"]["exitCode"] == 0 and done["progress"] == 100
