@@ -396,7 +396,9 @@ def download(
     finally:
         if fd >= 0:
             os.close(fd)
-        if remove_part:
+        # An abandoned run (it outlived the grace period) was already ended by the engine, whose end
+        # hook removed the partial then; a retry may own the file by now.
+        if remove_part and not ctx.abandoned:
             _remove(part)
         watch.close()
 

@@ -223,6 +223,33 @@ def test_a_stop_after_the_last_byte_but_before_the_rename_leaves_no_file_at_dest
     assert bool(part_files(tmp_path / "dl")) is kept
 
 
+def test_an_abandoned_run_leaves_the_partial_to_the_run_that_retried_it(http_server, recorder, opts, tmp_path):
+    # A run stuck past the grace period is abandoned and its task ends at once (the end hook
+    # removes the partial then). When the stuck run finally stops, a retry may be writing the same
+    # <dest>.<id8>.part: the stale run must not delete it.
+    url = http_server.add("/a.bin", BODY, stall_at=300_000, chunk=100_000)
+    rec = recorder(options=opts)
+    box: dict = {}
+
+    def run():
+        try:
+            download(rec.ctx, url, str(tmp_path / "dl" / "a.bin"))
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not part_files(tmp_path / "dl") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [part] = part_files(tmp_path / "dl")
+    rec.ctx.abandoned = True  # what the engine sets when it gives up waiting
+    rec.ctx.request_stop("cancel")
+    thread.join(20)
+    assert isinstance(box.get("error"), TaskCancelled)
+    assert part.exists()
+
+
 def test_redirects_are_followed_and_checked_against_hosts(http_server, recorder, opts, tmp_path):
     target = http_server.add("/target.bin", BODY[:5000]).replace("127.0.0.1", "localhost")
     url = http_server.add("/go", b"", redirect=target)
