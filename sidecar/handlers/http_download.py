@@ -56,6 +56,21 @@ DETAILS_SCHEMA: dict[str, Any] = {
 # ------------------------------------------------------------------ policy: where and from where
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _same_origin(was: urllib.parse.SplitResult, now: urllib.parse.SplitResult) -> bool:
+    """Whether a redirect may carry the Authorization and Cookie headers on: the same scheme, host
+    and port (as browsers scope credentials), or the same host moving from http:80 to https:443. A
+    move to another port or down to http drops them, as a move to another host does."""
+    def origin(parts: urllib.parse.SplitResult) -> tuple[str, str | None, int | None]:
+        scheme = parts.scheme.lower()
+        return scheme, parts.hostname, parts.port or _DEFAULT_PORTS.get(scheme)
+
+    before, after = origin(was), origin(now)
+    return before == after or (before == ("http", after[1], 80) and after[0] == "https" and after[2] == 443)
+
+
 def check_dest(dest: str, allow_dirs: list[str]) -> str:
     """The real path ``dest`` will be written to; ValueError(reason) when it is not allowed."""
     if not isinstance(dest, str) or not dest:
@@ -249,7 +264,7 @@ def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptio
             location = urllib.parse.urljoin(url, resp.getheader("Location", ""))
             resp.close()
             conn.close()
-            if urllib.parse.urlsplit(location).hostname != parts.hostname:  # credentials stay with their host
+            if not _same_origin(parts, urllib.parse.urlsplit(location)):  # credentials stay with their origin
                 headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
             url = location
             continue

@@ -265,6 +265,34 @@ def test_redirects_are_followed_and_checked_against_hosts(http_server, recorder,
     assert http_server.got("/go")[-1]["authorization"] == "secret"
 
 
+def test_credentials_do_not_follow_a_redirect_to_another_port_or_down_to_http(http_server, recorder, opts, tmp_path):
+    from tests.handlers.conftest import Handler, Server
+
+    other = Server(("127.0.0.1", 0), Handler)
+    other.resources, other.requests, other.closing = {}, [], threading.Event()
+    thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        target = other.add("/t.bin", BODY[:5000])
+        url = http_server.add("/go-port", b"", redirect=target)  # the same host, another port
+        download(recorder(options=opts).ctx, url, str(tmp_path / "dl" / "p.bin"),
+                 headers={"Authorization": "secret", "Cookie": "s=1", "X-Keep": "1"})
+        sent = other.got("/t.bin")[-1]
+        assert "authorization" not in sent and "cookie" not in sent and sent["x-keep"] == "1"
+        assert http_server.got("/go-port")[-1]["authorization"] == "secret"
+    finally:
+        other.closing.set()
+        other.shutdown()
+        other.server_close()
+        thread.join(5)
+    split = http_download.urllib.parse.urlsplit
+    same = http_download._same_origin
+    assert same(split("http://h/a"), split("http://h:80/b")) and same(split("http://h/a"), split("https://h/b"))
+    assert not same(split("https://h/a"), split("http://h/b"))  # never down to cleartext
+    assert not same(split("http://h:8080/a"), split("https://h/b"))
+    assert not same(split("https://h/a"), split("https://h:8443/b"))
+
+
 # ------------------------------------------------------------------ destinations and hosts
 
 
