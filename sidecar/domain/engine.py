@@ -129,8 +129,7 @@ class Running:
     ctx: TaskContext
     spec: HandlerSpec
     last_progress: float = 0.0
-    asked_to_stop: bool = False
-    message_before_stop: str | None = None  # what a stop's "cancelling"/"pausing" replaced
+    message_before_stop: str | None = None  # its last message before a stop's "cancelling"/"pausing"
 
 
 @dataclass(order=True)
@@ -940,9 +939,17 @@ class Engine:
         pending = ctx.take_progress()
         extra: dict[str, Any] = {} if pending is None else {"progress": pending[0], "message": pending[1]}
         kind = outcome[0]
+        result_json: str | None = None
+        if kind == "ok":
+            try:
+                result_json = store.dumps(outcome[1])
+            except TypeError as exc:
+                kind, outcome = "error", ("error", f"result is not JSON: {exc}", False)
         # A stop asked earlier in this same transaction reaches the handler only after the commit,
         # but it came first: it decides (a parent's cancel must not be outrun by its child's report).
         reason = strongest_stop(tx.stopping.get(ctx.id), ctx.stop_reason) if tx.stopping else ctx.stop_reason
+        if pending is None and reason is not None:  # not left saying "cancelling" once it has ended
+            extra.update(self.graph.message_after_stop(tx, ctx.id, running))
         if reason is not None and kind == "ok" and outcome[2] is None and not store.has_children(tx.conn, ctx.id):
             # Its handler had returned before any stop reached it: the work is done (a download's
             # file is in place), so it completes. A task with children keeps the stop: it would
@@ -952,19 +959,12 @@ class Engine:
         if reason == "cancel" or (kind != "ok" and reason is not None):
             kind = "stopped"  # a handler failing because it was asked to stop has stopped
         if kind == "ok":
-            try:
-                result_json = store.dumps(outcome[1])
-            except TypeError as exc:
-                kind, outcome = "error", ("error", f"result is not JSON: {exc}", False)
-            else:
-                if pending is not None:
-                    extra = {"message": pending[1]}
-                elif running.asked_to_stop:
-                    extra = {"message": running.message_before_stop}  # not the stop's "cancelling"
-                tx.succeeded.append((ctx.id, result_json, extra))
-                if not tx.batching:
-                    self._write_succeeded_now(tx)
-                return
+            if pending is not None:
+                extra = {"message": pending[1]}
+            tx.succeeded.append((ctx.id, result_json, extra))
+            if not tx.batching:
+                self._write_succeeded_now(tx)
+            return
         self._write_succeeded_now(tx)  # what finished before this report is written before it
         if kind == "stopped":
             if reason == "timeout":

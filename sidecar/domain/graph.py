@@ -24,7 +24,15 @@ from sidecar.persistence import store
 from sidecar.persistence.store import Row, Task
 
 if TYPE_CHECKING:
-    from sidecar.domain.engine import Engine, Tx
+    from sidecar.domain.engine import Engine, Running, Tx
+
+# What a running task says while it is being stopped. Once it has ended, its last own message
+# comes back (Graph.message_after_stop).
+CANCELLING = "cancelling"
+PAUSING = "pausing"
+FAILING = "failing: a child failed"
+STOPPING_TO_RERUN = "stopping, to run again"
+STOP_MESSAGES = frozenset({CANCELLING, PAUSING, FAILING, STOPPING_TO_RERUN})
 
 _UNFINISHED = frozenset(s.value for s in UNFINISHED)
 _TERMINAL = frozenset(s.value for s in TERMINAL)
@@ -114,9 +122,9 @@ class Graph:
         if pending is not None and STOP_PRECEDENCE[reason] < STOP_PRECEDENCE[pending]:
             return None  # a cancel then a pause in one transaction: the cancel stands, row included
         tx.stopping[task_id] = reason
-        if not running.asked_to_stop:
-            running.asked_to_stop = True
-            running.message_before_stop = store.message_of(tx.conn, task_id)
+        current = store.message_of(tx.conn, task_id)
+        if current not in STOP_MESSAGES:  # a stop asked again keeps what the first one replaced
+            running.message_before_stop = current
         tx.after.append(partial(running.ctx.request_stop, reason))
         self.engine.abandon_later(running.ctx)
         if reason in ("cancel", "pause"):  # the user's: kept with the row, in case of a crash
@@ -126,6 +134,13 @@ class Graph:
         if row is not None:
             tx.announce(row)
         return row
+
+    def message_after_stop(self, tx: "Tx", task_id: str, running: "Running") -> dict[str, Any]:
+        """The message a task stopped (or asked to stop) shows once it ends: its last own message
+        instead of "cancelling"/"pausing", unless its handler said something since."""
+        if store.message_of(tx.conn, task_id) not in STOP_MESSAGES:
+            return {}
+        return {"message": running.message_before_stop}
 
     def stopping_reason(self, tx: "Tx", task_id: str) -> str | None:
         """The strongest stop asked of a task: in this transaction (applied after its commit) or before."""
@@ -369,7 +384,7 @@ class Graph:
     def _fail_parent(self, tx: "Tx", parent: Row, error: str) -> None:
         parent_id = parent[0]
         if _status(parent) == "RUNNING":
-            self._stop_running(tx, parent_id, "cancel", "failing: a child failed")
+            self._stop_running(tx, parent_id, "cancel", FAILING)
         tx.stopping[parent_id] = "cancel"  # its children's cancellations must not re-fail it
         row = self.move(tx, parent_id, Status.FAILED, error=error, completed_at=tx.now)
         self._cancel_descendants(tx, parent_id)
@@ -503,7 +518,7 @@ class Graph:
             raise InvalidTransition(task_id, status, Status.CANCELLED)
         tx.stopping[task_id] = "cancel"
         if status == "RUNNING":
-            self._stop_running(tx, task_id, "cancel", "cancelling")
+            self._stop_running(tx, task_id, "cancel", CANCELLING)
             self._cancel_descendants(tx, task_id)
         else:
             self._cancel_descendants(tx, task_id)
@@ -517,7 +532,7 @@ class Graph:
                 continue
             tx.stopping[child_id] = "cancel"
             if status == "RUNNING":
-                self._stop_running(tx, child_id, "cancel", "cancelling")
+                self._stop_running(tx, child_id, "cancel", CANCELLING)
             else:
                 self.end(tx, child_id, Status.CANCELLED)
 
@@ -534,7 +549,7 @@ class Graph:
                 # Still stopping for the failure being retried: it must not end CANCELLED (that
                 # would fail the parent again) but go back to QUEUED when it stops, as at a shutdown.
                 running.ctx.stop_reason = "shutdown"
-                moved = store.set_stop_requested(tx.conn, d[0], None, "stopping, to run again", tx.now)
+                moved = store.set_stop_requested(tx.conn, d[0], None, STOPPING_TO_RERUN, tx.now)
                 if moved is not None:
                     tx.announce(moved)
         reopened: list[str] = []
@@ -562,7 +577,7 @@ class Graph:
         if status in ("QUEUED", "WAITING"):
             self.move(tx, task_id, Status.PAUSED)
         elif status == "RUNNING":
-            self._stop_running(tx, task_id, "pause", "pausing")
+            self._stop_running(tx, task_id, "pause", PAUSING)
         self.pause_descendants(tx, task_id)
         return tx.latest.get(task_id) or store.task_from_row(self.row(tx, task_id))
 
@@ -574,7 +589,7 @@ class Graph:
             if s in ("QUEUED", "WAITING"):
                 self.move(tx, r[0], Status.PAUSED)
             elif s == "RUNNING":
-                self._stop_running(tx, r[0], "pause", "pausing")
+                self._stop_running(tx, r[0], "pause", PAUSING)
 
     def resume(self, tx: "Tx", task_id: str) -> Task:
         row = self.row(tx, task_id)

@@ -83,6 +83,7 @@ class Gates:
         self.registry = Registry()
         self.registry.handler("unit.gate")(self._gate)
         self.registry.handler("unit.failing_gate", max_attempts=1)(self._failing_gate)
+        self.registry.handler("unit.stoppable")(self._stoppable)
         self.registry.handler("demo.noop")(lambda ctx: None)
         self.tasks: dict[str, dict] = {}
         self.changed = threading.Condition()
@@ -104,8 +105,20 @@ class Gates:
 
     def _gate(self, ctx) -> dict:
         name = ctx.details["gate"]
+        if ctx.details.get("said"):
+            ctx.progress(10, ctx.details["said"])
         self.events.setdefault(name, threading.Event()).wait(10)
+        if ctx.details.get("last"):  # a download's progress(100, …) right before it returns
+            ctx.progress(100, ctx.details["last"])
+        if ctx.details.get("not_json"):
+            return {"gate": name, "ids": {1, 2}}
         return {"gate": name}
+
+    def _stoppable(self, ctx) -> None:
+        ctx.progress(10, ctx.details["said"])
+        while not ctx.cancelled:
+            time.sleep(0.005)
+        ctx.raise_if_cancelled()
 
     def _failing_gate(self, ctx) -> dict:
         self._gate(ctx)
@@ -134,17 +147,19 @@ def gates(tmp_path: Path):
     g.db.close()
 
 
-def _finish_in_one_transaction(gates: Gates, order: list[str]) -> None:
-    """Open the gates in ``order`` while the engine is held, so all the finish reports wait in its
-    inbox in that order and are written by one transaction."""
+def _finish_in_one_transaction(gates: Gates, order: list[str], ops: tuple = ()) -> list:
+    """Submit ``ops``, then open the gates in ``order``, while the engine is held, so the ops and
+    the finish reports wait in its inbox in that order and are written by one transaction."""
     before = gates.finish_reports
     with gates.engine._turn:
+        answers = [gates.engine.submit(op) for op in ops]
         for i, name in enumerate(order, before + 1):
             gates.events.setdefault(name, threading.Event()).set()
             deadline = time.monotonic() + 10
             while gates.finish_reports < i and time.monotonic() < deadline:
                 time.sleep(0.001)
             assert gates.finish_reports == i
+    return answers
 
 
 def _graph(gates: Gates) -> None:
@@ -245,21 +260,58 @@ def test_a_child_that_finished_as_its_batch_failed_completes_with_its_result_and
                    video["id"]) == [("COMPLETED", '{"gate":"video"}')]
 
 
-def test_a_users_cancel_that_reaches_a_handler_only_after_it_returned_lets_it_complete(gates: Gates) -> None:
+def _one_running(gates: Gates, name: str, **details) -> str:
     gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
-        {"type": "unit.gate", "details": {"gate": "x"}, "ref": "x"},
+        {"type": details.pop("type", "unit.gate"), "details": {"gate": name, **details}},
     ])).result(10)
-    assert gates.wait(lambda t: t.get("x", {}).get("status") == "RUNNING")
-    task_id = gates.tasks["x"]["id"]
-    with gates.engine._turn:  # the cancel and then the report, in one transaction
-        answer = gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id))
-        gates.events.setdefault("x", threading.Event()).set()
-        deadline = time.monotonic() + 10
-        while gates.finish_reports < 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
+    assert gates.wait(lambda t: t.get(name, {}).get("status") == "RUNNING"
+                      and t[name]["message"] == details.get("said", t[name]["message"]))
+    return gates.tasks[name]["id"]
+
+
+def test_a_users_cancel_that_reaches_a_handler_only_after_it_returned_lets_it_complete(gates: Gates) -> None:
+    task_id = _one_running(gates, "x", said="halfway")
+    [answer] = _finish_in_one_transaction(gates, ["x"], ops=(lambda tx: gates.engine.graph.cancel(tx, task_id),))
     assert answer.result(10)["message"] == "cancelling"
     assert gates.wait(lambda t: t["x"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
     assert gates.status("x") == "COMPLETED" and gates.tasks["x"]["result"] == {"gate": "x"}
+    assert gates.tasks["x"]["message"] == "halfway"  # its own last word, not "cancelling"
+
+
+def test_a_cancel_with_a_result_that_cannot_be_stored_ends_cancelled(gates: Gates) -> None:
+    # The result is checked before the cancel is set aside: a run that produced nothing storable
+    # has not done its work, and the user asked to cancel it.
+    task_id = _one_running(gates, "x", said="halfway", not_json=True)
+    _finish_in_one_transaction(gates, ["x"], ops=(lambda tx: gates.engine.graph.cancel(tx, task_id),))
+    assert gates.wait(lambda t: t["x"]["status"] in ("COMPLETED", "FAILED", "CANCELLED")), gates.tasks
+    assert gates.status("x") == "CANCELLED" and gates.tasks["x"]["message"] == "halfway"
+
+
+def test_a_download_finishing_as_its_batch_fails_keeps_its_last_progress_message(gates: Gates) -> None:
+    # bad's failure (cancelling the video), the video's progress(100, "200 MB"), its result: one
+    # transaction. The message is its last one, not the one from before the cancel.
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
+        {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
+        {"type": "unit.gate", "details": {"gate": "video", "said": "190 of 200 MB", "last": "200 MB"},
+         "parentId": "batch"},
+    ])).result(10)
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video"))
+                      and t["video"]["message"] == "190 of 200 MB")
+    gates.events.setdefault("batch", threading.Event()).set()
+    assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
+    time.sleep(0.3)  # past the progress coalescing interval: the last progress is its own op
+    _finish_in_one_transaction(gates, ["bad", "video"])
+    assert gates.wait(lambda t: t["video"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
+    video = gates.tasks["video"]
+    assert (video["status"], video["progress"], video["message"]) == ("COMPLETED", 100, "200 MB")
+
+
+def test_a_paused_task_shows_its_last_message_not_pausing(gates: Gates) -> None:
+    task_id = _one_running(gates, "p", type="unit.stoppable", said="120 of 200 MB")
+    assert gates.engine.submit(lambda tx: gates.engine.graph.pause(tx, task_id)).result(10)["message"] == "pausing"
+    assert gates.wait(lambda t: t["p"]["status"] == "PAUSED"), gates.tasks
+    assert gates.tasks["p"]["message"] == "120 of 200 MB"
 
 
 def test_a_handler_that_returns_after_its_cancel_reached_it_still_ends_cancelled(gates: Gates) -> None:
