@@ -8,6 +8,7 @@ Apps can call :func:`download` from their own handlers (see ``docs/examples/play
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import socket
@@ -210,19 +211,61 @@ class _StopWatch:
         self._thread.start()
 
     def _run(self) -> None:
+        shut: socket.socket | None = None
         while not self._done.wait(0.1):
-            if self.ctx.cancelled:
-                sock = self.sock
-                if sock is not None:
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-                return
+            sock = self.sock
+            if self.ctx.cancelled and sock is not None and sock is not shut:
+                # Every socket set after the stop too: the TCP socket is replaced by its TLS one.
+                # socket.socket's own shutdown, at the descriptor: SSLSocket.shutdown would also
+                # drop the TLS state a handshake in progress on the other thread is using.
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                shut = sock
 
     def close(self) -> None:
         self._done.set()
         self._thread.join(1)
+
+
+_CONNECTING = {0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, 10035}  # 10035: WSAEWOULDBLOCK
+
+
+def _connect(ctx: TaskContext, host: str, port: int) -> socket.socket:
+    """A TCP connection to ``host:port``, given up within 0.1 s of a stop (a blocking connect
+    cannot be interrupted from another thread) or after ``STALL_TIMEOUT_S``."""
+    import select
+
+    last: OSError = OSError(f"{host}: no address")
+    for family, type_, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            code = sock.connect_ex(address)
+            if code not in _CONNECTING:
+                raise OSError(code, os.strerror(code))
+            deadline = time.monotonic() + STALL_TIMEOUT_S
+            while True:
+                _, writable, failed = select.select([], [sock], [sock], 0.1)
+                if writable or failed:
+                    break
+                ctx.raise_if_cancelled()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{host}:{port}: no connection after {STALL_TIMEOUT_S:g}s")
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            sock.settimeout(STALL_TIMEOUT_S)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise last
 
 
 @dataclass
@@ -242,18 +285,36 @@ def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptio
             parts = check_url(url, options.allow_hosts)
         except ValueError as exc:
             raise TaskError(f"{url}: {exc}", retryable=False) from None
-        if parts.scheme.lower() == "https":
-            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                parts.hostname, parts.port, timeout=STALL_TIMEOUT_S, context=ssl.create_default_context()
-            )
-        else:
-            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=STALL_TIMEOUT_S)
+        https = parts.scheme.lower() == "https"
+        port = parts.port or (443 if https else 80)
+        conn = http.client.HTTPConnection(parts.hostname, port, timeout=STALL_TIMEOUT_S)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
         try:
-            conn.connect()
-            watch.sock = conn.sock
+            # Connected here rather than by http.client, so that a stop interrupts the connect and
+            # the TLS handshake too, not only reads (a server that accepts and then never answers
+            # the handshake held a cancel for the whole grace period).
+            raw = _connect(ctx, parts.hostname, port)  # type: ignore[arg-type]
+            watch.sock = raw
+            if https:
+                try:
+                    tls = ssl.create_default_context().wrap_socket(
+                        raw, server_hostname=parts.hostname, do_handshake_on_connect=False
+                    )
+                    watch.sock = conn.sock = tls
+                    ctx.raise_if_cancelled()
+                    tls.do_handshake()
+                except ssl.SSLCertVerificationError as exc:
+                    raw.close()
+                    ctx.raise_if_cancelled()
+                    raise TaskError(f"{url}: certificate verification failed: {exc.verify_message}",
+                                    retryable=False) from None
+                except BaseException:
+                    raw.close()
+                    raise
+            else:
+                conn.sock = raw
             ctx.raise_if_cancelled()
             conn.request("GET", target, headers=headers)
             resp = conn.getresponse()
@@ -275,7 +336,7 @@ def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptio
 def _remove(path: str) -> None:
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
 
 
@@ -285,13 +346,17 @@ def _open_part(part: str, dest: str, options: AppOptions) -> int:
         real = check_dest(dest, options.allow_dirs)
     except ValueError as exc:
         raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
-    os.makedirs(os.path.dirname(real), exist_ok=True)
-    try:  # the directory may have been swapped for a symlink while we were creating it
-        check_dest(dest, options.allow_dirs)
-    except ValueError as exc:
-        raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
-    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
-    return os.open(part, flags, 0o644)
+    try:
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        try:  # the directory may have been swapped for a symlink while we were creating it
+            check_dest(dest, options.allow_dirs)
+        except ValueError as exc:
+            raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
+        flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+        return os.open(part, flags, 0o644)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        # a file where a directory must be, or no right to write there: no retry fixes it
+        raise TaskError(f"dest {dest}: {exc.strerror}: {exc.filename}", retryable=False) from None
 
 
 # ------------------------------------------------------------------ the download

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -291,6 +292,93 @@ def test_credentials_do_not_follow_a_redirect_to_another_port_or_down_to_http(ht
     assert not same(split("https://h/a"), split("http://h/b"))  # never down to cleartext
     assert not same(split("http://h:8080/a"), split("https://h/b"))
     assert not same(split("https://h/a"), split("https://h:8443/b"))
+
+
+class _SilentTLSServer:
+    """Accepts TCP connections and never answers: a TLS handshake against it blocks."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        try:
+            while True:
+                self.accepted.append(self.sock.accept()[0])
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.mark.parametrize("reason", ["cancel", "pause"])
+def test_a_stop_interrupts_a_tls_handshake_the_server_never_answers(recorder, opts, tmp_path, reason):
+    # Before, only reads were interrupted: the task stayed RUNNING until the grace period abandoned
+    # it, and the handler thread lived on for the 30 s stall timeout.
+    server = _SilentTLSServer()
+    rec = recorder(options=opts)
+    box: dict = {}
+
+    def run():
+        try:
+            download(rec.ctx, f"https://127.0.0.1:{server.port}/v.bin", str(tmp_path / "dl" / "v.bin"))
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.accepted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.accepted, "the download never connected"
+        rec.ctx.request_stop(reason)
+        thread.join(5)  # the stall timeout is 30 s: ending within 5 s means the stop did it
+        assert not thread.is_alive() and isinstance(box.get("error"), TaskCancelled), box
+    finally:
+        server.close()
+
+
+def test_a_certificate_that_fails_verification_fails_at_once(recorder, opts, tmp_path):
+    import ssl
+    import socket
+
+    tls = Path(__file__).parent / "tls"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / "self-signed-cert.pem", tls / "self-signed-key.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        try:
+            conn, _ = listener.accept()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                context.wrap_socket(conn, server_side=True).close()
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        with pytest.raises(TaskError, match="certificate verification failed") as raised:
+            download(recorder(options=opts).ctx, f"https://127.0.0.1:{port}/v.bin", str(tmp_path / "dl" / "v.bin"))
+        assert raised.value.retryable is False
+    finally:
+        listener.close()
+
+
+def test_a_dest_under_a_regular_file_fails_at_once(http_server, recorder, opts, tmp_path):
+    url = http_server.add("/f.bin", BODY[:1000])
+    (tmp_path / "dl" / "file").write_bytes(b"not a directory")
+    with pytest.raises(TaskError, match="dest .*file/sub/f.bin") as raised:
+        download(recorder(options=opts).ctx, url, str(tmp_path / "dl" / "file" / "sub" / "f.bin"))
+    assert raised.value.retryable is False
 
 
 # ------------------------------------------------------------------ destinations and hosts
