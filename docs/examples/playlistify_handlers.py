@@ -35,7 +35,7 @@ import urllib.parse
 from typing import Any
 
 from sidecar.handlers import AppOptions, DetailsError, TaskContext, TaskError, handler
-from sidecar.handlers.http_download import check_dest, check_url, download
+from sidecar.handlers.http_download import check_dest, check_url, download, remove_partial
 from sidecar.handlers.process_run import run_program
 
 MAX_PLAYLIST_BYTES = 10 * 1024 * 1024
@@ -217,6 +217,21 @@ def import_playlist(ctx: TaskContext) -> dict[str, Any]:
     return {"title": title, "entries": len(children), "destDir": dest_dir}
 
 
+def remove_video_partials(task_id: str, details: dict[str, Any], options: AppOptions) -> None:
+    """The end hook: a video cancelled while paused or waiting out a retry, or failed by crash
+    recovery, leaves no partial file: neither http.download's nor yt-dlp's (``--continue``)."""
+    remove_partial(task_id, details, options)
+    try:
+        dest = check_dest(details.get("dest"), options.allow_dirs)  # type: ignore[arg-type]
+    except ValueError:
+        return  # never a path outside the allowed directories
+    for leftover in (f"{dest}.part", f"{dest}.ytdl"):
+        try:
+            os.remove(leftover)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+
+
 @handler(
     "DOWNLOAD_VIDEO",
     concurrency=3,
@@ -237,6 +252,7 @@ def import_playlist(ctx: TaskContext) -> dict[str, Any]:
         "additionalProperties": False,
     },
     check_details=check_video,
+    on_end=remove_video_partials,
 )
 def download_video(ctx: TaskContext) -> dict[str, Any]:
     details = ctx.details

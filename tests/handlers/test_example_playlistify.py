@@ -106,3 +106,20 @@ def test_import_a_playlist_through_the_sidecar(start_sidecar, http_server, tmp_p
                                           "details": {"source": str(m3u), "destDir": str(videos / "Local")}})
     assert sidecar.wait_status(again["id"], "COMPLETED", "FAILED", timeout=30)["status"] == "COMPLETED"
     assert (videos / "Local" / "001 - Again.mp4").read_bytes() == a
+
+
+def test_a_video_paused_then_cancelled_leaves_no_partial_file(start_sidecar, http_server, tmp_path):
+    videos = tmp_path / "Videos"
+    videos.mkdir()
+    url = http_server.add("/media/slow.mp4", os.urandom(2_000_000), chunk=64 * 1024, delay=0.05)
+    sidecar = start_sidecar("--handlers", str(EXAMPLE), "--allow-dir", str(videos))
+    video = sidecar.call("tasks.create", {"type": "DOWNLOAD_VIDEO",
+                                          "details": {"url": url, "dest": str(videos / "v.mp4"), "via": "http"}})
+    sidecar.wait_notification(lambda m: m["method"] == "task.updated" and m["params"]["task"]["id"] == video["id"]
+                              and (m["params"]["task"]["progress"] or 0) > 0, timeout=30)
+    sidecar.call("tasks.pause", {"id": video["id"]})
+    sidecar.wait_status(video["id"], "PAUSED", timeout=15)
+    assert [p.name for p in videos.iterdir()] == [f"v.mp4.{video['id'][:8]}.part"]  # kept for the resume
+    sidecar.call("tasks.cancel", {"id": video["id"]})
+    assert sidecar.wait_status(video["id"], "CANCELLED", timeout=15)
+    assert list(videos.iterdir()) == []
