@@ -22,6 +22,7 @@ from sidecar import PROTOCOL_VERSION, __version__
 from sidecar.domain.engine import Engine
 from sidecar.errors import INVALID_REQUEST
 from sidecar.handlers import builtin as _builtin  # noqa: F401  (registers demo.*)
+from sidecar.handlers import program_ledger
 from sidecar.handlers.registry import AppOptions, HandlerLoadError, Registry, default_registry, load_modules
 from sidecar.memory import pause_collection, release_free_memory
 from sidecar.methods import build_methods
@@ -124,6 +125,9 @@ class Sidecar:
             log.error("cannot use database %s: %s (is the directory writable?)", self.db_path, exc)
             return EXIT_DATABASE
         try:
+            # Before anything is requeued: a program a killed sidecar left running must not run
+            # beside the copy its task's next attempt starts.
+            program_ledger.use(self.db_path + "-programs")
             notifier = Notifier(transport.send, transport.send_many)
             self.engine = engine = Engine(
                 models.new_connection,

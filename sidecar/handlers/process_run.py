@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sidecar.handlers import program_ledger
 from sidecar.handlers.context import TaskContext, TaskError
 from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
@@ -533,6 +534,9 @@ def run_program(
     except OSError as exc:
         raise TaskError(f"cannot start {program} ({path}): {exc}", retryable=False) from None
     pgid = own_group(proc)
+    recorded = pgid is not None or (os.name == "nt" and isinstance(proc, _REAL_POPEN))  # never a fake's pid
+    if recorded:
+        program_ledger.record(proc.pid)
     with _live_lock:
         _live[id(proc)] = (proc, pgid)
 
@@ -560,6 +564,8 @@ def run_program(
         kill_tree(proc, pgid)  # stopped: the whole tree; exited: whatever it left behind in its group
         with _live_lock:
             _live.pop(id(proc), None)
+        if recorded:
+            program_ledger.forget(proc.pid)
         drained = time.monotonic() + 2.0  # the output still in the pipes, both readers together
         for reader in readers:
             reader.join(max(0.0, drained - time.monotonic()))

@@ -450,3 +450,25 @@ def test_children_spawned_while_a_parent_was_being_cancelled_are_cancelled_with_
     assert len(children) == 2
     for child in children:
         assert sidecar.wait_status(child["id"], "CANCELLED", "COMPLETED")["status"] == "CANCELLED"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups and /proc are POSIX here")
+@pytest.mark.parametrize("delay", ["0.05", "100"], ids=["program-dies-on-the-broken-pipe", "program-lives-on"])
+def test_programs_a_killed_sidecar_left_running_are_killed_by_the_next_start(start_sidecar, tmp_path, delay):
+    # Nothing runs in a process killed with SIGKILL: the program's tree ran on beside the copy the
+    # requeued task started, and a cancel stopped only the new one. The next start kills it first.
+    from tests.handlers.test_process_run import SCRIPT, alive, read_pids, wait_for
+
+    allow = ("--allow-program", f"python={sys.executable}")
+    first = start_sidecar(*allow)
+    task = first.call("tasks.create", {"type": "process.run", "maxAttempts": 3, "details": {
+        "program": "python", "args": [SCRIPT, str(tmp_path / "pids"), "--delay", delay]}})
+    pids = read_pids(tmp_path / "pids")  # the program and its grandchild
+    first.kill()
+    time.sleep(0.3)
+    assert alive(pids[1]), "the grandchild should outlive the sidecar's SIGKILL (the case under test)"
+    second = start_sidecar(*allow)
+    wait_for(lambda: not any(alive(p) for p in pids), timeout=10)
+    second.wait_status(task["id"], "RUNNING", timeout=15)  # the next attempt, alone
+    second.call("tasks.cancel", {"id": task["id"]})
+    second.wait_status(task["id"], "CANCELLED", timeout=15)
