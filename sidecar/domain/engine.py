@@ -918,8 +918,8 @@ class Engine:
     def _op_abandon(self, ctx: TaskContext, tx: Tx) -> None:
         """A handler that ignored its stop signal for the grace period: free its slot."""
         running = self._current(ctx)
-        if running is None:
-            return
+        if running is None or ctx.stop_reason is None:
+            return  # finished already, or the stop that set this timer was rolled back
         log.warning("task %s did not stop within %.1fs of %s; abandoning it", ctx.id, self.grace_s, ctx.stop_reason)
         self._op_finish(ctx, ("stopped",), tx)
         ctx.abandoned = True

@@ -554,6 +554,9 @@ class Graph:
                     tx.announce(moved)
         reopened: list[str] = []
         for r in again:
+            # A stop asked in this transaction (the failure being retried cancels the parent) must
+            # not outlive the retry: the parent would ignore its children's reports and wait forever.
+            tx.stopping.pop(r[0], None)
             handler_done = r[store.I_HANDLER_DONE]
             total, completed, _ = store.dependency_summary(tx.conn, r[0])
             target = Status.WAITING if handler_done or completed < total else Status.QUEUED

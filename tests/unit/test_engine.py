@@ -78,7 +78,7 @@ def test_prune_of_everything_takes_a_task_finished_in_the_same_millisecond(engin
 class Gates:
     """Handlers that return only when their gate opens, in an order the test chooses."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, grace_s: float = 5.0) -> None:
         self.events: dict[str, threading.Event] = {}
         self.registry = Registry()
         self.registry.handler("unit.gate")(self._gate)
@@ -90,7 +90,7 @@ class Gates:
         self.db = models.open_database(str(tmp_path / "gates.db"))
         migrations.upgrade(self.db)
         self.engine = Engine(models.new_connection, self.registry, announce=self._announce,
-                             announce_deleted=lambda ids: None, concurrency=4)
+                             announce_deleted=lambda ids: None, concurrency=4, grace_s=grace_s)
         self.finish_reports = 0
         gates = self
 
@@ -345,3 +345,56 @@ def test_ops_submitted_while_held_reach_the_engine_only_when_the_block_ends(engi
     task = future.result(10)
     assert wait_completed(task["id"])
     assert answered_in and answered_in[0] != threading.current_thread().name, answered_in
+
+
+def test_a_retry_in_the_transaction_that_failed_the_batch_leaves_no_stale_cancel(gates: Gates) -> None:
+    # bad fails (failing the batch, which is marked as being cancelled in that transaction), bad is
+    # deleted, the batch retried, and the last child reports: the batch used to ignore that report
+    # (its stale "being cancelled") and wait forever with every child finished.
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
+        {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
+        {"type": "unit.gate", "details": {"gate": "video"}, "parentId": "batch"},
+    ])).result(10)
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video")))
+    gates.events.setdefault("batch", threading.Event()).set()
+    assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
+    bad, batch = gates.tasks["bad"]["id"], gates.tasks["batch"]["id"]
+    before = gates.finish_reports
+    with gates.engine._turn:
+        gates.events.setdefault("bad", threading.Event()).set()
+        deadline = time.monotonic() + 10
+        while gates.finish_reports < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        gates.engine.submit(lambda tx: gates.engine.graph.delete(tx, bad))
+        gates.engine.submit(lambda tx: gates.engine.graph.retry(tx, batch))
+        gates.events.setdefault("video", threading.Event()).set()
+        while gates.finish_reports < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert gates.wait(lambda t: t["batch"]["status"] == "COMPLETED", timeout=5), gates.tasks["batch"]
+
+
+def test_a_cancel_rolled_back_by_a_storage_error_does_not_end_the_task_after_the_grace(tmp_path: Path) -> None:
+    from sidecar.errors import StorageError
+
+    gates = Gates(tmp_path, grace_s=0.3)
+    try:
+        gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+            {"type": "unit.gate", "details": {"gate": "x"}}])).result(10)
+        assert gates.wait(lambda t: t.get("x", {}).get("status") == "RUNNING")
+        task_id = gates.tasks["x"]["id"]
+        with gates.engine._turn:  # the cancel shares its transaction with an op that fails
+            cancel = gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id))
+            broken = gates.engine.submit(lambda tx: tx.conn.execute("SELECT * FROM no_such_table"))
+        for answer in (cancel, broken):
+            with pytest.raises(StorageError):
+                answer.result(10)
+        time.sleep(1.0)  # over three grace periods
+        assert gates.status("x") == "RUNNING" and gates.engine.running(task_id) is not None
+        gates.events["x"].set()
+        assert gates.wait(lambda t: t["x"]["status"] == "COMPLETED")
+    finally:
+        for event in gates.events.values():
+            event.set()
+        gates.engine.shutdown()
+        gates.db.close()
