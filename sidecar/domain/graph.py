@@ -357,6 +357,8 @@ class Graph:
             return todo
         parent = store.get(tx.conn, parent_id)
         if parent is None or _status(parent) in _TERMINAL:
+            if parent is not None and _status(parent) == "COMPLETED":
+                self._recount_children(tx, parent)  # a child retried after its parent completed
             return todo
         if self.stopping_reason(tx, parent_id) == "cancel":
             # Being cancelled: it ends CANCELLED whatever its children do. Settled now, a waiting
@@ -369,6 +371,16 @@ class Graph:
             return todo
         todo.append(parent_id)
         return todo
+
+    def _recount_children(self, tx: "Tx", parent: Row) -> None:
+        """A COMPLETED parent's ``result.children`` kept true when a child of it is retried (its
+        status stays: COMPLETED is terminal)."""
+        counts, _ = store.children_summary(tx.conn, parent[0])
+        stored = parent[store.I_RESULT]
+        result = merge_child_counts(orjson.loads(stored) if stored else None, counts)
+        row = store.set_completed_result(tx.conn, parent[0], store.dumps(result), tx.now)
+        if row is not None:
+            tx.announce(row)
 
     def ended_outside(self, tx: "Tx", task_ids: list[str]) -> None:
         """Tasks a bare UPDATE ended (recovery after a crash): cancel their unfinished
@@ -567,6 +579,10 @@ class Graph:
                 sets.update(result=None, progress=0, message=None)
             self.move(tx, r[0], target, **sets)
             reopened.append(r[0])
+        for r in again:
+            parent = store.get(tx.conn, r[store.I_PARENT]) if r[store.I_PARENT] is not None else None
+            if parent is not None and _status(parent) == "COMPLETED":
+                self._recount_children(tx, parent)  # the retried child is no longer counted failed
         self.engine.wake()
         # deepest first, so a parent sees its reopened children
         self.settle(tx, reversed(reopened))

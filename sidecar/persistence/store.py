@@ -280,6 +280,18 @@ def set_message(conn: sqlite3.Connection, task_id: str, message: str | None, now
     return conn.execute(_MESSAGE, (message, now, task_id)).fetchone()
 
 
+_RESULT_OF_COMPLETED = (
+    'UPDATE "tasks" SET "result" = ?, "updated_at" = ?, "version" = "version" + 1 '
+    f'WHERE "id" = ? AND "status" = \'COMPLETED\' RETURNING {_COLS}'
+)
+
+
+def set_completed_result(conn: sqlite3.Connection, task_id: str, result_json: str, now: int) -> Row | None:
+    """Rewrite a COMPLETED task's result (its children's counts after one of them was retried);
+    no status changes. None if the task is not COMPLETED."""
+    return conn.execute(_RESULT_OF_COMPLETED, (result_json, now, task_id)).fetchone()
+
+
 def message_of(conn: sqlite3.Connection, task_id: str) -> str | None:
     found = conn.execute('SELECT "message" FROM "tasks" WHERE "id" = ?', (task_id,)).fetchone()
     return None if found is None else found[0]

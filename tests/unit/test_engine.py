@@ -84,6 +84,8 @@ class Gates:
         self.registry.handler("unit.gate")(self._gate)
         self.registry.handler("unit.failing_gate", max_attempts=1)(self._failing_gate)
         self.registry.handler("unit.stoppable")(self._stoppable)
+        self.registry.handler("unit.fails_first", max_attempts=1)(self._fails_first)
+        self.failed_once: set[str] = set()
         self.registry.handler("demo.noop")(lambda ctx: None)
         self.tasks: dict[str, dict] = {}
         self.changed = threading.Condition()
@@ -112,6 +114,14 @@ class Gates:
             ctx.progress(100, ctx.details["last"])
         if ctx.details.get("not_json"):
             return {"gate": name, "ids": {1, 2}}
+        return {"gate": name}
+
+    def _fails_first(self, ctx) -> dict:
+        name = ctx.details["gate"]
+        self._gate(ctx)
+        if name not in self.failed_once:
+            self.failed_once.add(name)
+            raise RuntimeError(f"gate {name} broke once")
         return {"gate": name}
 
     def _stoppable(self, ctx) -> None:
@@ -398,3 +408,25 @@ def test_a_cancel_rolled_back_by_a_storage_error_does_not_end_the_task_after_the
             event.set()
         gates.engine.shutdown()
         gates.db.close()
+
+
+def test_a_child_retried_after_its_parent_completed_is_recounted_in_the_parents_result(gates: Gates) -> None:
+    # "Retry failed downloads" in a finished playlist (onChildFailure: continue): the playlist row's
+    # counts follow the retried video (failed -> running -> completed), its status stays COMPLETED.
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "list"}, "ref": "list", "onChildFailure": "continue"},
+        {"type": "unit.fails_first", "details": {"gate": "flaky"}, "parentId": "list"},
+        {"type": "unit.gate", "details": {"gate": "fine"}, "parentId": "list"},
+    ])).result(10)
+    for name in ("list", "flaky", "fine"):
+        gates.events.setdefault(name, threading.Event()).set()
+    assert gates.wait(lambda t: t.get("list", {}).get("status") == "COMPLETED"), gates.tasks
+    assert gates.tasks["list"]["result"]["children"] == {"completed": 1, "failed": 1, "cancelled": 0}
+    flaky = gates.tasks["flaky"]["id"]
+    gates.engine.submit(lambda tx: gates.engine.graph.retry(tx, flaky)).result(10)
+    assert gates.wait(lambda t: t["flaky"]["status"] == "COMPLETED"), gates.tasks
+    assert gates.wait(lambda t: t["list"]["result"]["children"] == {"completed": 2, "failed": 0, "cancelled": 0})
+    parent = gates.tasks["list"]
+    assert parent["status"] == "COMPLETED" and parent["result"]["gate"] == "list"
+    assert db_rows(models.database.database, "SELECT status, json_extract(result, '$.children.completed') "
+                   "FROM tasks WHERE id = ?", parent["id"]) == [("COMPLETED", 2)]
