@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     import http.client
 from sidecar.handlers.formatting import clock, human_bytes
 from sidecar.handlers.registry import AppOptions, DetailsError, handler
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
 CHECKPOINT_BYTES = 1024 * 1024  # checkpoint at least every MiB ...
@@ -206,13 +210,24 @@ class _StopWatch:
     def __init__(self, ctx: TaskContext) -> None:
         self.ctx = ctx
         self.sock: socket.socket | None = None
+        # Called about once a second while set: the body's progress and checkpoint, kept current
+        # while a read waits on a silent server (the reading thread can only act between blocks).
+        self.idle: Callable[[], None] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"download-watch-{ctx.id[:8]}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         shut: socket.socket | None = None
+        idle_at = time.monotonic() + 1.0
         while not self._done.wait(0.1):
+            idle = self.idle
+            if idle is not None and time.monotonic() >= idle_at:
+                idle_at = time.monotonic() + 1.0
+                try:
+                    idle()
+                except Exception:  # a report that failed must not end the watch over the socket
+                    log.warning("download progress report failed", exc_info=True)
             sock = self.sock
             if self.ctx.cancelled and sock is not None and sock is not shut:
                 # Every socket set after the stop too: the TCP socket is replaced by its TLS one.
@@ -441,7 +456,7 @@ def download(
                 if size is not None and total is not None and total != size:
                     raise TaskError(f"size mismatch: the server announces {total} bytes, expected {size}",
                                     retryable=False)
-                result = _stream(ctx, opened, fd, part, url, offset, total, etag, last_modified, sha256, size)
+                result = _stream(ctx, opened, fd, part, url, offset, total, etag, last_modified, sha256, size, watch)
                 break
             finally:
                 resp.close()
@@ -495,6 +510,7 @@ def _stream(
     last_modified: str | None,
     sha256: str | None,
     size: int | None,
+    watch: _StopWatch,
 ) -> dict[str, Any]:
     """Write the body from ``offset``, then verify; returns ``{bytes, sha256, url}``."""
     digest = hashlib.sha256()
@@ -531,13 +547,29 @@ def _stream(
 
     checkpoint()  # the validators, so a resume can tell whether the resource changed
     report(started)
+    lock = threading.Lock()  # the watcher's thread reports too, while a read waits
+
+    def keep_current(now: float, report_every: float) -> None:
+        nonlocal last_ckpt_t, last_ckpt_b, last_report
+        if done != last_ckpt_b and (done - last_ckpt_b >= CHECKPOINT_BYTES or now - last_ckpt_t >= CHECKPOINT_S):
+            checkpoint()
+            last_ckpt_t, last_ckpt_b = now, done
+        if now - last_report >= report_every:
+            report(now)
+            last_report = now
+
+    def on_idle() -> None:
+        with lock:
+            keep_current(time.monotonic(), 1.0)
+
+    watch.idle = on_idle
     resp = opened.resp
     while True:
         if ctx.cancelled:
             checkpoint()
             ctx.raise_if_cancelled()
         try:
-            block = resp.read(CHUNK)
+            block = resp.read1(CHUNK)  # what has arrived (up to CHUNK), not a wait for a full CHUNK
         except (TimeoutError, socket.timeout) as exc:
             checkpoint()  # keep what arrived before the silence: the retry resumes from here
             raise ConnectionError(f"no data for {STALL_TIMEOUT_S:g}s from {opened.url}") from exc
@@ -546,17 +578,13 @@ def _stream(
             ctx.raise_if_cancelled()
             raise
         if not block:
+            watch.idle = None
             break
         _write_all(fd, block)
         digest.update(block)
-        done += len(block)
-        now = time.monotonic()
-        if done - last_ckpt_b >= CHECKPOINT_BYTES or now - last_ckpt_t >= CHECKPOINT_S:
-            checkpoint()
-            last_ckpt_t, last_ckpt_b = now, done
-        if now - last_report >= 0.25:
-            report(now)
-            last_report = now
+        with lock:
+            done += len(block)
+            keep_current(time.monotonic(), 0.25)
         if total is not None and done > total:
             raise TaskError(f"size mismatch: received more than the announced {total} bytes", retryable=False)
     if ctx.cancelled:

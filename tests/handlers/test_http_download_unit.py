@@ -92,6 +92,39 @@ def test_a_silent_server_keeps_what_arrived_for_the_resume(http_server, recorder
     assert result["resumedFrom"] == saved and dest.read_bytes() == BODY
 
 
+def test_what_arrived_before_a_silence_is_reported_and_checkpointed_during_it(
+    http_server, recorder, opts, tmp_path, monkeypatch
+):
+    # 300 kB in a burst, then nothing: the reading thread waits in its read, so the watcher's
+    # once-a-second call keeps the progress and the checkpoint current ("at least every second").
+    monkeypatch.setattr(http_download, "STALL_TIMEOUT_S", 20.0)
+    url = http_server.add("/b.bin", BODY, stall_at=300_000, chunk=100_000)
+    rec = recorder(options=opts)
+    box: dict = {}
+
+    def run():
+        try:
+            download(rec.ctx, url, str(tmp_path / "dl" / "b.bin"))
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10  # well inside the 20 s stall timeout
+        while time.monotonic() < deadline:
+            saved = rec.checkpoints[-1]["download"]["bytes"] if rec.checkpoints else 0
+            if saved == 300_000 and rec.progress and "293.0 KiB of" in (rec.progress[-1][1] or ""):
+                break
+            time.sleep(0.05)
+        assert rec.checkpoints[-1]["download"]["bytes"] == 300_000, rec.checkpoints[-1]
+        assert rec.progress[-1][0] == pytest.approx(300_000 * 100 / len(BODY), abs=0.01), rec.progress[-1]
+        assert "error" not in box  # still waiting on the silent server
+    finally:
+        rec.ctx.request_stop("pause")
+        thread.join(10)
+
+
 def test_server_without_range_support_restarts(http_server, recorder, opts, tmp_path):
     url = http_server.add("/r.bin", BODY, ranges=False, drop_at=1_000_000, drops=1)
     dest = tmp_path / "dl" / "r.bin"
