@@ -283,6 +283,15 @@ def _connect(ctx: TaskContext, host: str, port: int) -> socket.socket:
     raise last
 
 
+def _connection(parts: urllib.parse.SplitResult) -> http.client.HTTPConnection:
+    """The scheme's connection class even though the socket is ours (see _open): its default port
+    keeps a `Host: h:443`, which some servers and CDNs refuse, out of a request to https://h/."""
+    import http.client
+
+    cls = http.client.HTTPSConnection if parts.scheme.lower() == "https" else http.client.HTTPConnection
+    return cls(parts.hostname, parts.port, timeout=STALL_TIMEOUT_S)  # type: ignore[arg-type]
+
+
 @dataclass
 class _Response:
     conn: http.client.HTTPConnection
@@ -301,8 +310,8 @@ def _open(ctx: TaskContext, url: str, headers: dict[str, str], options: AppOptio
         except ValueError as exc:
             raise TaskError(f"{url}: {exc}", retryable=False) from None
         https = parts.scheme.lower() == "https"
-        port = parts.port or (443 if https else 80)
-        conn = http.client.HTTPConnection(parts.hostname, port, timeout=STALL_TIMEOUT_S)
+        conn = _connection(parts)
+        port = conn.port
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query

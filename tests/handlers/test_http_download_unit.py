@@ -414,6 +414,20 @@ def test_a_dest_under_a_regular_file_fails_at_once(http_server, recorder, opts, 
     assert raised.value.retryable is False
 
 
+@pytest.mark.parametrize("url, host", [
+    ("https://media.example/v.mp4", b"media.example"), ("http://media.example/v.mp4", b"media.example"),
+    ("https://media.example:8443/v.mp4", b"media.example:8443"),
+])
+def test_the_host_header_names_a_port_only_when_it_is_not_the_schemes_default(url, host):
+    # The download connects the socket itself; the request must still read as http.client's would.
+    import io
+
+    conn = http_download._connection(http_download.urllib.parse.urlsplit(url))
+    conn.sock = io.BytesIO()  # nothing is sent: only the request's header lines are built
+    conn.putrequest("GET", "/v.mp4")
+    assert [line for line in conn._buffer if line.startswith(b"Host:")] == [b"Host: " + host]
+
+
 # ------------------------------------------------------------------ destinations and hosts
 
 
