@@ -378,8 +378,9 @@ def _open_part(part: str, dest: str, options: AppOptions) -> int:
             raise TaskError(f"dest {dest}: {exc}", retryable=False) from None
         flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
         return os.open(part, flags, 0o644)
-    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
-        # a file where a directory must be, or no right to write there: no retry fixes it
+    except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+        # a file where a directory must be: no retry fixes it. (A PermissionError stays retryable:
+        # on Windows it is also a file held open by another program, e.g. a virus scanner.)
         raise TaskError(f"dest {dest}: {exc.strerror}: {exc.filename}", retryable=False) from None
 
 

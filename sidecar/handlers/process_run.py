@@ -436,6 +436,7 @@ def kill_leftover_programs() -> int:
                 proc.kill()
         except OSError:
             pass
+        program_ledger.forget(proc.pid)  # killed: nothing for the next start to look for
     return len(left)
 
 
