@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import re
@@ -120,17 +121,26 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-@pytest.fixture
-def http_server() -> Iterator[Server]:
+@contextlib.contextmanager
+def serving() -> Iterator[Server]:
+    """A local HTTP server on a port of its own, for the length of the block."""
     server = Server(("127.0.0.1", 0), Handler)
     server.resources, server.requests, server.closing = {}, [], threading.Event()
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    yield server
-    server.closing.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    try:
+        yield server
+    finally:
+        server.closing.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+def http_server() -> Iterator[Server]:
+    with serving() as server:
+        yield server
 
 
 class Recorder:

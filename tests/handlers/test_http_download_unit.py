@@ -35,6 +35,22 @@ def part_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.part"))
 
 
+def download_in_thread(rec, url: str, dest: str) -> tuple[threading.Thread, dict]:
+    """Run ``download`` on a thread of its own, as the engine's handler thread would; ``box`` gets
+    the exception it ends with."""
+    box: dict = {}
+
+    def run():
+        try:
+            download(rec.ctx, url, dest)
+        except BaseException as exc:  # noqa: BLE001
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
 def test_full_download_with_progress_and_checksum(http_server, recorder, opts, tmp_path):
     url = http_server.add("/v.bin", BODY, chunk=256 * 1024, delay=0.01)
     dest = tmp_path / "dl" / "sub" / "v.bin"
@@ -100,16 +116,7 @@ def test_what_arrived_before_a_silence_is_reported_and_checkpointed_during_it(
     monkeypatch.setattr(http_download, "STALL_TIMEOUT_S", 20.0)
     url = http_server.add("/b.bin", BODY, stall_at=300_000, chunk=100_000)
     rec = recorder(options=opts)
-    box: dict = {}
-
-    def run():
-        try:
-            download(rec.ctx, url, str(tmp_path / "dl" / "b.bin"))
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, box = download_in_thread(rec, url, str(tmp_path / "dl" / "b.bin"))
     try:
         deadline = time.monotonic() + 10  # well inside the 20 s stall timeout
         while time.monotonic() < deadline:
@@ -213,16 +220,7 @@ def test_last_attempt_failure_removes_partial(http_server, recorder, opts, tmp_p
 def test_stop_mid_download(http_server, recorder, opts, tmp_path, reason, kept):
     url = http_server.add("/slow.bin", BODY, chunk=64 * 1024, delay=0.05)
     rec = recorder(options=opts)
-    box: dict = {}
-
-    def run():
-        try:
-            download(rec.ctx, url, str(tmp_path / "dl" / "slow.bin"))
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, box = download_in_thread(rec, url, str(tmp_path / "dl" / "slow.bin"))
     deadline = time.monotonic() + 20
     while not any(p > 0 for p, _ in rec.progress) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -263,16 +261,7 @@ def test_an_abandoned_run_leaves_the_partial_to_the_run_that_retried_it(http_ser
     # <dest>.<id8>.part: the stale run must not delete it.
     url = http_server.add("/a.bin", BODY, stall_at=300_000, chunk=100_000)
     rec = recorder(options=opts)
-    box: dict = {}
-
-    def run():
-        try:
-            download(rec.ctx, url, str(tmp_path / "dl" / "a.bin"))
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
+    thread, box = download_in_thread(rec, url, str(tmp_path / "dl" / "a.bin"))
     deadline = time.monotonic() + 20
     while not part_files(tmp_path / "dl") and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -300,13 +289,9 @@ def test_redirects_are_followed_and_checked_against_hosts(http_server, recorder,
 
 
 def test_credentials_do_not_follow_a_redirect_to_another_port_or_down_to_http(http_server, recorder, opts, tmp_path):
-    from tests.handlers.conftest import Handler, Server
+    from tests.handlers.conftest import serving
 
-    other = Server(("127.0.0.1", 0), Handler)
-    other.resources, other.requests, other.closing = {}, [], threading.Event()
-    thread = threading.Thread(target=other.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving() as other:
         target = other.add("/t.bin", BODY[:5000])
         url = http_server.add("/go-port", b"", redirect=target)  # the same host, another port
         download(recorder(options=opts).ctx, url, str(tmp_path / "dl" / "p.bin"),
@@ -314,11 +299,6 @@ def test_credentials_do_not_follow_a_redirect_to_another_port_or_down_to_http(ht
         sent = other.got("/t.bin")[-1]
         assert "authorization" not in sent and "cookie" not in sent and sent["x-keep"] == "1"
         assert http_server.got("/go-port")[-1]["authorization"] == "secret"
-    finally:
-        other.closing.set()
-        other.shutdown()
-        other.server_close()
-        thread.join(5)
     split = http_download.urllib.parse.urlsplit
     same = http_download._same_origin
     assert same(split("http://h/a"), split("http://h:80/b")) and same(split("http://h/a"), split("https://h/b"))
@@ -357,17 +337,8 @@ def test_a_stop_interrupts_a_tls_handshake_the_server_never_answers(recorder, op
     # it, and the handler thread lived on for the 30 s stall timeout.
     server = _SilentTLSServer()
     rec = recorder(options=opts)
-    box: dict = {}
-
-    def run():
-        try:
-            download(rec.ctx, f"https://127.0.0.1:{server.port}/v.bin", str(tmp_path / "dl" / "v.bin"))
-        except BaseException as exc:  # noqa: BLE001
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
+    thread, box = download_in_thread(rec, f"https://127.0.0.1:{server.port}/v.bin", str(tmp_path / "dl" / "v.bin"))
     try:
-        thread.start()
         deadline = time.monotonic() + 10
         while not server.accepted and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -419,13 +390,17 @@ def test_a_dest_under_a_regular_file_fails_at_once(http_server, recorder, opts, 
     ("https://media.example:8443/v.mp4", b"media.example:8443"),
 ])
 def test_the_host_header_names_a_port_only_when_it_is_not_the_schemes_default(url, host):
-    # The download connects the socket itself; the request must still read as http.client's would.
-    import io
+    # The download connects the socket itself; the request on the wire must still say what
+    # http.client says for that URL (a `Host: h:443` is refused by some servers and CDNs).
+    import socket
 
-    conn = http_download._connection(http_download.urllib.parse.urlsplit(url))
-    conn.sock = io.BytesIO()  # nothing is sent: only the request's header lines are built
-    conn.putrequest("GET", "/v.mp4")
-    assert [line for line in conn._buffer if line.startswith(b"Host:")] == [b"Host: " + host]
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        conn = http_download._connection(http_download.urllib.parse.urlsplit(url))
+        conn.sock = ours  # plain bytes: what a TLS socket would encrypt
+        conn.request("GET", "/v.mp4")
+        sent = theirs.recv(65536).split(b"\r\n")
+    assert [line for line in sent if line.startswith(b"Host:")] == [b"Host: " + host]
 
 
 # ------------------------------------------------------------------ destinations and hosts

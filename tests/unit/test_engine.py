@@ -245,14 +245,16 @@ def test_a_cancel_asked_in_a_transaction_outranks_a_parents_report_written_after
     assert gates.tasks["grandchild"]["result"] == {"gate": "grandchild"}
 
 
-def _batch_of_two(gates: Gates) -> None:
-    """A batch (``onChildFailure: "fail"``, its own handler done) with two running children."""
+def _batch_of_two(gates: Gates, **video: str) -> None:
+    """A batch (``onChildFailure: "fail"``, its own handler done) with two running children: "bad",
+    which fails when its gate opens, and "video" (``video``: more of its details)."""
     gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
         {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
         {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
-        {"type": "unit.gate", "details": {"gate": "video"}, "parentId": "batch"},
+        {"type": "unit.gate", "details": {"gate": "video", **video}, "parentId": "batch"},
     ])).result(10)
-    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video")))
+    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video"))
+                      and t["video"]["message"] == video.get("said", t["video"]["message"]))
     gates.events.setdefault("batch", threading.Event()).set()
     assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
 
@@ -300,16 +302,7 @@ def test_a_cancel_with_a_result_that_cannot_be_stored_ends_cancelled(gates: Gate
 def test_a_download_finishing_as_its_batch_fails_keeps_its_last_progress_message(gates: Gates) -> None:
     # bad's failure (cancelling the video), the video's progress(100, "200 MB"), its result: one
     # transaction. The message is its last one, not the one from before the cancel.
-    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
-        {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
-        {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
-        {"type": "unit.gate", "details": {"gate": "video", "said": "190 of 200 MB", "last": "200 MB"},
-         "parentId": "batch"},
-    ])).result(10)
-    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video"))
-                      and t["video"]["message"] == "190 of 200 MB")
-    gates.events.setdefault("batch", threading.Event()).set()
-    assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
+    _batch_of_two(gates, said="190 of 200 MB", last="200 MB")
     time.sleep(0.3)  # past the progress coalescing interval: the last progress is its own op
     _finish_in_one_transaction(gates, ["bad", "video"])
     assert gates.wait(lambda t: t["video"]["status"] in ("COMPLETED", "CANCELLED")), gates.tasks
@@ -361,14 +354,7 @@ def test_a_retry_in_the_transaction_that_failed_the_batch_leaves_no_stale_cancel
     # bad fails (failing the batch, which is marked as being cancelled in that transaction), bad is
     # deleted, the batch retried, and the last child reports: the batch used to ignore that report
     # (its stale "being cancelled") and wait forever with every child finished.
-    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
-        {"type": "unit.gate", "details": {"gate": "batch"}, "ref": "batch"},
-        {"type": "unit.failing_gate", "details": {"gate": "bad"}, "parentId": "batch"},
-        {"type": "unit.gate", "details": {"gate": "video"}, "parentId": "batch"},
-    ])).result(10)
-    assert gates.wait(lambda t: all(t.get(n, {}).get("status") == "RUNNING" for n in ("batch", "bad", "video")))
-    gates.events.setdefault("batch", threading.Event()).set()
-    assert gates.wait(lambda t: t["batch"]["status"] == "WAITING")
+    _batch_of_two(gates)
     bad, batch = gates.tasks["bad"]["id"], gates.tasks["batch"]["id"]
     before = gates.finish_reports
     with gates.engine._turn:
