@@ -579,8 +579,9 @@ class Graph:
                 sets.update(result=None, progress=0, message=None)
             self.move(tx, r[0], target, **sets)
             reopened.append(r[0])
-        for r in again:
-            parent = store.get(tx.conn, r[store.I_PARENT]) if r[store.I_PARENT] is not None else None
+        # Once per parent: a retried batch of 5,000 failed videos has one parent, not 5,000.
+        for parent_id in {r[store.I_PARENT] for r in again} - {None}:
+            parent = store.get(tx.conn, parent_id)
             if parent is not None and _status(parent) == "COMPLETED":
                 self._recount_children(tx, parent)  # the retried child is no longer counted failed
         self.engine.wake()

@@ -148,13 +148,24 @@ class Gates:
 
 
 @pytest.fixture
-def gates(tmp_path: Path):
-    g = Gates(tmp_path)
-    yield g
-    for event in g.events.values():
-        event.set()
-    g.engine.shutdown()
-    g.db.close()
+def make_gates(tmp_path: Path):
+    made: list[Gates] = []
+
+    def make(**options) -> Gates:
+        made.append(Gates(tmp_path, **options))
+        return made[-1]
+
+    yield make
+    for g in made:
+        for event in g.events.values():
+            event.set()
+        g.engine.shutdown()
+        g.db.close()
+
+
+@pytest.fixture
+def gates(make_gates) -> Gates:
+    return make_gates()
 
 
 def _finish_in_one_transaction(gates: Gates, order: list[str], ops: tuple = ()) -> list:
@@ -370,31 +381,24 @@ def test_a_retry_in_the_transaction_that_failed_the_batch_leaves_no_stale_cancel
     assert gates.wait(lambda t: t["batch"]["status"] == "COMPLETED", timeout=5), gates.tasks["batch"]
 
 
-def test_a_cancel_rolled_back_by_a_storage_error_does_not_end_the_task_after_the_grace(tmp_path: Path) -> None:
+def test_a_cancel_rolled_back_by_a_storage_error_does_not_end_the_task_after_the_grace(make_gates) -> None:
     from sidecar.errors import StorageError
 
-    gates = Gates(tmp_path, grace_s=0.3)
-    try:
-        gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
-            {"type": "unit.gate", "details": {"gate": "x"}}])).result(10)
-        assert gates.wait(lambda t: t.get("x", {}).get("status") == "RUNNING")
-        task_id = gates.tasks["x"]["id"]
-        with gates.engine._turn:  # the cancel shares its transaction with an op that fails
-            cancel = gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id))
-            broken = gates.engine.submit(lambda tx: tx.conn.execute("SELECT * FROM no_such_table"))
-        for answer in (cancel, broken):
-            with pytest.raises(StorageError):
-                answer.result(10)
-        time.sleep(1.0)  # over three grace periods
-        assert gates.status("x") == "RUNNING" and gates.engine.running(task_id) is not None
-        gates.events["x"].set()
-        assert gates.wait(lambda t: t["x"]["status"] == "COMPLETED")
-    finally:
-        for event in gates.events.values():
-            event.set()
-        gates.engine.shutdown()
-        gates.db.close()
-
+    gates = make_gates(grace_s=0.3)
+    gates.engine.submit(lambda tx: gates.engine.graph.create_many(tx, [
+        {"type": "unit.gate", "details": {"gate": "x"}}])).result(10)
+    assert gates.wait(lambda t: t.get("x", {}).get("status") == "RUNNING")
+    task_id = gates.tasks["x"]["id"]
+    with gates.engine._turn:  # the cancel shares its transaction with an op that fails
+        cancel = gates.engine.submit(lambda tx: gates.engine.graph.cancel(tx, task_id))
+        broken = gates.engine.submit(lambda tx: tx.conn.execute("SELECT * FROM no_such_table"))
+    for answer in (cancel, broken):
+        with pytest.raises(StorageError):
+            answer.result(10)
+    time.sleep(1.0)  # over three grace periods
+    assert gates.status("x") == "RUNNING" and gates.engine.running(task_id) is not None
+    gates.events["x"].set()
+    assert gates.wait(lambda t: t["x"]["status"] == "COMPLETED")
 
 def test_a_child_retried_after_its_parent_completed_is_recounted_in_the_parents_result(gates: Gates) -> None:
     # "Retry failed downloads" in a finished playlist (onChildFailure: continue): the playlist row's
