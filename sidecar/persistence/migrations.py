@@ -254,6 +254,21 @@ def _v13_counted_deletes(db: pw.SqliteDatabase) -> None:
     )
 
 
+def _v14_wake_up_by_type(db: pw.SqliteDatabase) -> None:
+    """The scheduler's wake-up reads each type's earliest delayed task from an index keyed by type.
+
+    Its question is "when is the next QUEUED task of these types due?". The (run_at) index could
+    not filter by type, so SQLite answered from the listing index instead, reading every QUEUED
+    task of the types: 23 ms with 75,000 delayed (5,000 downloads waiting out a retry's backoff
+    cost ~1.5 ms), after every claim that found too little due. Keyed by (type, run_at), it is one
+    seek per type. The index holds the same rows as before: no more writes per insert or claim.
+    """
+    db.execute_sql('DROP INDEX IF EXISTS "tasks_queued_run_at"')
+    db.execute_sql(
+        'CREATE INDEX "tasks_queued_type_run_at" ON "tasks" ("type", "run_at") WHERE "status" = \'QUEUED\''
+    )
+
+
 MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v1_seed_schema,
     _v2_scheduler_columns,
@@ -268,6 +283,7 @@ MIGRATIONS: list[Callable[[pw.SqliteDatabase], None]] = [
     _v11_claim_by_type,
     _v12_stop_requests,
     _v13_counted_deletes,
+    _v14_wake_up_by_type,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -386,17 +386,33 @@ def claim(conn: sqlite3.Connection, types: Sequence[str], now: int) -> Row | Non
     return rows[0] if rows else None
 
 
+_NEXT_RUN_AT_ONE_TYPE = (
+    'SELECT MIN("run_at") FROM "tasks" INDEXED BY "tasks_queued_type_run_at" '
+    'WHERE "status" = \'QUEUED\' AND "type" = ? AND "run_at" > ?'
+)
+_next_run_at_sql_cache: dict[int, str] = {}
+_NEXT_RUN_AT_TYPES_PER_STATEMENT = 64
+
+
 def next_run_at(conn: sqlite3.Connection, types: Sequence[str], now: int) -> int | None:
-    """The earliest future ``run_at`` among queued tasks of ``types`` (to wake the scheduler)."""
-    if not types:
-        return None
-    marks = ", ".join("?" * len(types))
-    row = conn.execute(
-        f'SELECT MIN("run_at") FROM "tasks" WHERE "status" = \'QUEUED\' AND "run_at" > ? '
-        f'AND "type" IN ({marks})',
-        (now, *types),
-    ).fetchone()
-    return row[0] if row else None
+    """The earliest future ``run_at`` among queued tasks of ``types`` (to wake the scheduler).
+
+    One seek per type in the (type, run_at) index of QUEUED tasks, whatever number of tasks wait:
+    a filter by type over every queued task read them all (23 ms with 75,000 delayed)."""
+    earliest: int | None = None
+    for start in range(0, len(types), _NEXT_RUN_AT_TYPES_PER_STATEMENT):
+        chunk = types[start : start + _NEXT_RUN_AT_TYPES_PER_STATEMENT]
+        sql = _next_run_at_sql_cache.get(len(chunk))
+        if sql is None:
+            each = " UNION ALL ".join([f'SELECT ({_NEXT_RUN_AT_ONE_TYPE}) AS "due"'] * len(chunk))
+            sql = _next_run_at_sql_cache[len(chunk)] = f'SELECT MIN("due") FROM ({each})'
+        params: list[Any] = []
+        for type_ in chunk:
+            params += (type_, now)
+        due = conn.execute(sql, params).fetchone()[0]
+        if due is not None and (earliest is None or due < earliest):
+            earliest = due
+    return earliest
 
 
 class Recovered(NamedTuple):

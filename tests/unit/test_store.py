@@ -246,6 +246,35 @@ def test_a_claim_does_not_walk_the_queued_tasks_of_types_it_may_not_start(db_fil
     assert steps[0] < 40
 
 
+def test_the_wake_up_lookup_seeks_each_type_instead_of_reading_the_delayed_tasks(db_file: Path) -> None:
+    conn = connect(db_file)
+    for n in range(3000):  # downloads waiting out a retry's backoff
+        insert_one(conn, f"later-{n:05d}", "download", now=1000)
+    insert_one(conn, "convert-1", "convert", now=1000)
+    insert_one(conn, "done-1", "download", now=1000)
+    conn.execute("UPDATE tasks SET run_at = 50000 + CAST(substr(id, 7) AS INTEGER) WHERE id LIKE 'later-%'")
+    conn.execute("UPDATE tasks SET run_at = 70000 WHERE id = 'convert-1'")
+    conn.execute("UPDATE tasks SET run_at = 5, status = 'COMPLETED' WHERE id = 'done-1'")
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)  # a callback every 100 SQLite VM instructions
+    assert store.next_run_at(conn, ["download", "convert"], 10_000) == 50000
+    assert store.next_run_at(conn, ["convert"], 10_000) == 70000
+    assert store.next_run_at(conn, ["download"], 51_000) == 51001  # only what is still to come
+    assert store.next_run_at(conn, ["convert"], 70_000) is None
+    assert store.next_run_at(conn, ["other"], 0) is None
+    assert store.next_run_at(conn, [], 0) is None
+    assert steps[0] < 20  # reading 3,000 index entries would take thousands
+    # more types than one statement holds: the earliest of every chunk
+    many = [f"type-{k}" for k in range(150)] + ["convert"]
+    assert store.next_run_at(conn, many, 10_000) == 70000
+    assert store.next_run_at(conn, ["convert", *many[:149], "download"], 10_000) == 50000
+
+
 def test_counts_apply_deltas_and_deletes_count_themselves(db_file: Path) -> None:
     conn = connect(db_file)
     ids = insert(conn, 5)
