@@ -74,22 +74,21 @@ Row = tuple[Any, ...]
 Task = dict[str, Any]
 
 
-_V4_CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)  # the version and variant bits
-_V4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, RFC 4122 variant
-
-
 def new_task_ids(count: int) -> list[str]:
     """``count`` fresh task ids: random (version 4) UUIDs, from one urandom call for all of them
     (``str(uuid.uuid4())`` 5,000 times was a tenth of a big createMany). Random rather than
     time-ordered on purpose: apps and the harness show ids shortened to their first characters,
-    which must tell tasks made together apart."""
-    noise = os.urandom(16 * count)
-    ids = []
-    for i in range(count):
-        value = (int.from_bytes(noise[16 * i : 16 * i + 16], "big") & _V4_CLEAR) | _V4_SET
-        h = f"{value:032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return ids
+    which must tell tasks made together apart.
+
+    The variant bits are set on all the bytes at once and the version digit is written as the
+    text is cut: 2.7 ms for 5,000 ids, against 9.5 ms for an int per id formatted to hex."""
+    noise = bytearray(os.urandom(16 * count))
+    noise[8::16] = bytes([(byte & 0x3F) | 0x80 for byte in noise[8::16]])  # RFC 4122 variant
+    h = noise.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-4{h[i + 13 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def dumps(value: Any) -> str:
