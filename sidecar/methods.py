@@ -158,6 +158,11 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
         check_create(p)
         return write(lambda tx: graph.create_many(tx, [p], prefix_items=False)[0])
 
+    def prune(p: dict[str, Any]) -> Any:
+        if sidecar.stopping:
+            raise ShuttingDown()
+        return graph.prune_in_steps(p.get("olderThanMs", 0), p.get("statuses") or sorted(s.value for s in TERMINAL))
+
     def create_many(p: dict[str, Any]) -> Any:
         items = p["tasks"]
         for i, item in enumerate(items):
@@ -300,9 +305,7 @@ def build_methods(sidecar: "Sidecar") -> list[MethodSpec]:
                    result=_obj({"deleted": {"type": "integer"}}),
                    errors=(TASK_NOT_FOUND, INVALID_TRANSITION)),
         MethodSpec("tasks.prune", "Delete finished tasks older than olderThanMs.",
-                   lambda p: write(lambda tx: graph.prune(
-                       tx, p.get("olderThanMs", 0),
-                       p.get("statuses") or sorted(s.value for s in TERMINAL))),
+                   prune,
                    params=_obj({"olderThanMs": {"type": "integer", "minimum": 0, "maximum": MAX_MS},
                                 "statuses": {"type": "array", "items": TERMINAL_STATUS, "minItems": 1}}),
                    result=_obj({"deleted": {"type": "integer"}})),

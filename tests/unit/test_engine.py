@@ -456,3 +456,36 @@ def test_a_parent_slow_to_recompute_is_recomputed_less_often_than_every_tenth_of
     assert len(gaps) >= 1, during
     assert min(gaps) >= 0.5, gaps  # 0.03 s / 5 % = 0.6 s apart (every ~0.13 s before)
     assert gates.wait(lambda t: t["batch"]["progress"] > 0)  # still recomputed
+
+
+def test_a_big_prune_lets_other_writes_through_between_its_transactions(tmp_path: Path, monkeypatch) -> None:
+    # Deleting costs ~50 us a task in a year-old database: clearing 100,000 finished tasks in one
+    # transaction held every progress report, claim and create for 5 s.
+    monkeypatch.setattr("sidecar.domain.graph.PRUNE_STEP_BUDGET_S", 0.0)  # one statement per step
+    monkeypatch.setattr("sidecar.domain.graph.PRUNE_ROOTS_PER_STATEMENT", 100)
+    db = models.open_database(str(tmp_path / "prune.db"))
+    migrations.upgrade(db)
+    deletions: list[int] = []
+    engine = Engine(models.new_connection, default_registry, announce=lambda tasks: None,
+                    announce_deleted=lambda ids: deletions.append(len(ids)), concurrency=1)
+    engine.start()
+    try:
+        old = [{"type": "demo.noop", "runAt": 0} for _ in range(1000)]
+        created = engine.submit(lambda tx: engine.graph.create_many(tx, old)).result(10)
+        conn = models.new_connection()
+        conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = 1000")
+        conn.commit()
+        conn.close()
+        finished: list[str] = []
+        pruned = engine.graph.prune_in_steps(60_000, ["COMPLETED"])
+        pruned.add_done_callback(lambda f: finished.append("prune"))
+        made = engine.submit(lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0])
+        made.add_done_callback(lambda f: finished.append("create"))
+        assert pruned.result(10) == {"deleted": len(created)}
+        new_id = made.result(10)["id"]
+        assert finished == ["create", "prune"], "the create waited for the whole prune"
+        assert sum(deletions) == 1000 and len(deletions) == 10  # announced step by step
+        assert db_rows(models.database.database, "SELECT id FROM tasks") == [(new_id,)]
+    finally:
+        engine.shutdown()
+        db.close()
