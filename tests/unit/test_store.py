@@ -224,19 +224,26 @@ def test_migrated_schema_matches_the_model(db_file: Path) -> None:
     assert not any(step.startswith("SCAN tasks") for step in plan)
 
 
-def test_a_claim_does_not_walk_the_queued_tasks_of_types_it_may_not_start(db_file: Path) -> None:
-    conn = connect(db_file)
-    for n in range(3000):  # downloads queued behind their type's limit
-        insert_one(conn, f"held-{n:05d}", "download", now=1000 + n)
-    insert_one(conn, "free-1", "convert", now=5000)
-    conn.execute("UPDATE tasks SET run_at = created_at")
+def count_vm_steps(conn: sqlite3.Connection) -> list[int]:
+    """A counter (``[n]``, reset by assigning ``[0]`` to its item) of the hundreds of SQLite VM
+    instructions ``conn`` runs from now on: how much of an index a statement walks."""
     steps = [0]
 
     def count() -> int:
         steps[0] += 1
         return 0
 
-    conn.set_progress_handler(count, 100)  # a callback every 100 SQLite VM instructions
+    conn.set_progress_handler(count, 100)
+    return steps
+
+
+def test_a_claim_does_not_walk_the_queued_tasks_of_types_it_may_not_start(db_file: Path) -> None:
+    conn = connect(db_file)
+    for n in range(3000):  # downloads queued behind their type's limit
+        insert_one(conn, f"held-{n:05d}", "download", now=1000 + n)
+    insert_one(conn, "free-1", "convert", now=5000)
+    conn.execute("UPDATE tasks SET run_at = created_at")
+    steps = count_vm_steps(conn)
     assert store.claim(conn, ["convert"], 10_000)[0] == "free-1"
     assert store.claim(conn, ["convert"], 10_000) is None
     assert steps[0] < 20  # walking 3,000 index entries would take thousands
@@ -255,13 +262,7 @@ def test_the_wake_up_lookup_seeks_each_type_instead_of_reading_the_delayed_tasks
     conn.execute("UPDATE tasks SET run_at = 50000 + CAST(substr(id, 7) AS INTEGER) WHERE id LIKE 'later-%'")
     conn.execute("UPDATE tasks SET run_at = 70000 WHERE id = 'convert-1'")
     conn.execute("UPDATE tasks SET run_at = 5, status = 'COMPLETED' WHERE id = 'done-1'")
-    steps = [0]
-
-    def count() -> int:
-        steps[0] += 1
-        return 0
-
-    conn.set_progress_handler(count, 100)  # a callback every 100 SQLite VM instructions
+    steps = count_vm_steps(conn)
     assert store.next_run_at(conn, ["download", "convert"], 10_000) == 50000
     assert store.next_run_at(conn, ["convert"], 10_000) == 70000
     assert store.next_run_at(conn, ["download"], 51_000) == 51001  # only what is still to come
