@@ -44,8 +44,8 @@ EVERYTHING_FINISHED = 2**63 - 1  # a completed_at cutoff no timestamp reaches
 # tasks.prune: how long one transaction may spend deleting before the rest waits for the next (so
 # running tasks' reports, claims and creates wait at most about this long), and how many finished
 # roots (each with its subtree) one DELETE takes
-PRUNE_STEP_BUDGET_S = 0.05
-PRUNE_ROOTS_PER_STATEMENT = 500
+PRUNE_STEP_BUDGET_S = 0.02
+PRUNE_ROOTS_PER_STATEMENT = 100
 
 
 def _parents_first(new: list[int], parent_of: dict[int, str | None], index_of: dict[str, int]) -> list[int]:
