@@ -12,7 +12,7 @@ import pytest
 
 import sidecar.handlers.builtin  # noqa: F401  (registers demo.noop)
 from sidecar.domain.engine import Engine
-from sidecar.errors import StorageError
+from sidecar.errors import ShuttingDown, StorageError
 from sidecar.handlers.registry import Registry, default_registry
 from sidecar.persistence import migrations, models, store
 
@@ -489,3 +489,30 @@ def test_a_big_prune_lets_other_writes_through_between_its_transactions(tmp_path
     finally:
         engine.shutdown()
         db.close()
+
+
+def test_a_stop_during_a_big_prune_answers_it_and_keeps_what_was_deleted(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr("sidecar.domain.graph.PRUNE_STEP_BUDGET_S", 0.0)
+    monkeypatch.setattr("sidecar.domain.graph.PRUNE_ROOTS_PER_STATEMENT", 10)
+    db = models.open_database(str(tmp_path / "prune.db"))
+    migrations.upgrade(db)
+    deletions: list[int] = []
+    engine = Engine(models.new_connection, default_registry, announce=lambda tasks: None,
+                    announce_deleted=lambda ids: deletions.append(len(ids)), concurrency=1)
+    engine.start()
+    old = [{"type": "demo.noop", "runAt": 0} for _ in range(1000)]
+    engine.submit(lambda tx: engine.graph.create_many(tx, old)).result(10)
+    conn = models.new_connection()
+    conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = 1000")
+    conn.commit()
+    conn.close()
+    pruned = engine.graph.prune_in_steps(60_000, ["COMPLETED"])
+    engine.shutdown()  # while the prune's 100 steps go on
+    try:
+        outcome = pruned.result(10)  # answered either way, never left hanging
+    except ShuttingDown:
+        outcome = "stopped"
+    left = db_rows(models.database.database, "SELECT COUNT(*) FROM tasks")[0][0]
+    db.close()
+    assert left == 1000 - sum(deletions)  # every committed step was announced, nothing else went
+    assert outcome == {"deleted": 1000} if left == 0 else outcome == "stopped"
