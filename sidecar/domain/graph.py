@@ -646,12 +646,7 @@ class Graph:
         tx.deleted.extend([task_id, *(r[0] for r in subtree)])
         return {"deleted": 1 + len(subtree)}
 
-    def prune(self, tx: "Tx", older_than_ms: int, statuses: list[str]) -> dict[str, int]:
-        """Every finished task older than ``older_than_ms``, in this one transaction."""
-        deleted, _ = self.prune_step(tx, prune_cutoff(tx.now, older_than_ms), statuses, budget_s=None)
-        return {"deleted": deleted}
-
-    def prune_step(self, tx: "Tx", cutoff: int, statuses: list[str], budget_s: float | None) -> tuple[int, bool]:
+    def prune_step(self, tx: "Tx", cutoff: int, statuses: list[str], budget_s: float) -> tuple[int, bool]:
         """Delete finished tasks completed before ``cutoff`` until none is left or ``budget_s``
         has passed; returns how many went (their subtrees included) and whether none is left."""
         started = time.monotonic()
@@ -662,7 +657,7 @@ class Graph:
             if not ids:
                 break
             deleted.extend(ids)
-            if budget_s is not None and time.monotonic() - started >= budget_s:
+            if time.monotonic() - started >= budget_s:
                 finished = False
                 break
         tx.deleted.extend(deleted)
@@ -674,30 +669,31 @@ class Graph:
 
         Deleting costs ~45 us a task in a database of a year's history, checkpoints included: 55,000
         finished tasks in one transaction held every other write (progress, claims, creates) for
-        2.4 s; in steps, a create waits ~80 ms. Each
-        step commits and announces its ``task.deleted`` before the next; all of them use the
-        cutoff of the first, so a task that finishes meanwhile is kept unless "every finished
-        task" (``olderThanMs`` 0) was asked."""
+        2.4 s; in steps, a create waits ~80 ms. Each step commits and announces its
+        ``task.deleted`` before the next; all of them use the cutoff of the first, so a task that
+        finishes meanwhile is kept unless "every finished task" (``olderThanMs`` 0) was asked."""
         answer: Future[dict[str, int]] = Future()
-        cutoff: list[int] = []
-        total = [0]
+        cutoff: int | None = None
+        total = 0
 
         def step(tx: "Tx") -> tuple[int, bool]:
-            if not cutoff:
-                cutoff.append(prune_cutoff(tx.now, older_than_ms))
-            return self.prune_step(tx, cutoff[0], statuses, PRUNE_STEP_BUDGET_S)
+            nonlocal cutoff
+            if cutoff is None:
+                cutoff = prune_cutoff(tx.now, older_than_ms)
+            return self.prune_step(tx, cutoff, statuses, PRUNE_STEP_BUDGET_S)
 
         def stepped(done: "Future[tuple[int, bool]]") -> None:
+            nonlocal total
             try:
                 deleted, finished = done.result()
-                total[0] += deleted
+                total += deleted
                 if not finished:
                     self.engine.submit(step).add_done_callback(stepped)
                     return
             except BaseException as exc:  # noqa: BLE001 - the caller's answer carries it
                 answer.set_exception(exc)
                 return
-            answer.set_result({"deleted": total[0]})
+            answer.set_result({"deleted": total})
 
         self.engine.submit(step).add_done_callback(stepped)
         return answer

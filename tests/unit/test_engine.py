@@ -69,9 +69,9 @@ def test_prune_of_everything_takes_a_task_finished_in_the_same_millisecond(engin
     # the prune's transaction reads the clock in the millisecond the task finished in (a fast
     # client, or a wall clock stepped back): "older than 0 ms" must still mean every finished task
     monkeypatch.setattr("sidecar.domain.engine.now_ms", lambda: finished_at)
-    prune = lambda older_than_ms: lambda tx: engine.graph.prune(tx, older_than_ms, ["COMPLETED"])  # noqa: E731
-    assert engine.submit(prune(1)).result(10) == {"deleted": 0}, "finished 0 ms ago is not more than 1 ms ago"
-    assert engine.submit(prune(0)).result(10) == {"deleted": 1}
+    prune = lambda older_than_ms: engine.graph.prune_in_steps(older_than_ms, ["COMPLETED"])  # noqa: E731
+    assert prune(1).result(10) == {"deleted": 0}, "finished 0 ms ago is not more than 1 ms ago"
+    assert prune(0).result(10) == {"deleted": 1}
     assert db_rows(models.database.database, "SELECT COUNT(*) FROM tasks") == [(0,)]
 
 
@@ -458,54 +458,54 @@ def test_a_parent_slow_to_recompute_is_recomputed_less_often_than_every_tenth_of
     assert gates.wait(lambda t: t["batch"]["progress"] > 0)  # still recomputed
 
 
-def test_a_big_prune_lets_other_writes_through_between_its_transactions(tmp_path: Path, monkeypatch) -> None:
-    # Deleting costs ~50 us a task in a year-old database: clearing 100,000 finished tasks in one
-    # transaction held every progress report, claim and create for 5 s.
-    monkeypatch.setattr("sidecar.domain.graph.PRUNE_STEP_BUDGET_S", 0.0)  # one statement per step
-    monkeypatch.setattr("sidecar.domain.graph.PRUNE_ROOTS_PER_STATEMENT", 100)
-    db = models.open_database(str(tmp_path / "prune.db"))
-    migrations.upgrade(db)
-    deletions: list[int] = []
-    engine = Engine(models.new_connection, default_registry, announce=lambda tasks: None,
-                    announce_deleted=lambda ids: deletions.append(len(ids)), concurrency=1)
-    engine.start()
-    try:
+@pytest.fixture
+def finished_thousand(tmp_path: Path, monkeypatch):
+    """An engine over 1,000 tasks finished long ago, whose prune takes one statement of
+    ``roots`` per step; yields the engine and the sizes of the ``task.deleted`` it announced."""
+
+    def make(roots: int) -> tuple[Engine, list[int]]:
+        monkeypatch.setattr("sidecar.domain.graph.PRUNE_STEP_BUDGET_S", 0.0)  # one statement per step
+        monkeypatch.setattr("sidecar.domain.graph.PRUNE_ROOTS_PER_STATEMENT", roots)
+        engine = Engine(models.new_connection, default_registry, announce=lambda tasks: None,
+                        announce_deleted=lambda ids: deletions.append(len(ids)), concurrency=1)
+        made.append(engine)
+        engine.start()
         old = [{"type": "demo.noop", "runAt": 0} for _ in range(1000)]
-        created = engine.submit(lambda tx: engine.graph.create_many(tx, old)).result(10)
+        engine.submit(lambda tx: engine.graph.create_many(tx, old)).result(10)
         conn = models.new_connection()
         conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = 1000")
         conn.commit()
         conn.close()
-        finished: list[str] = []
-        pruned = engine.graph.prune_in_steps(60_000, ["COMPLETED"])
-        pruned.add_done_callback(lambda f: finished.append("prune"))
-        made = engine.submit(lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0])
-        made.add_done_callback(lambda f: finished.append("create"))
-        assert pruned.result(10) == {"deleted": len(created)}
-        new_id = made.result(10)["id"]
-        assert finished == ["create", "prune"], "the create waited for the whole prune"
-        assert sum(deletions) == 1000 and len(deletions) == 10  # announced step by step
-        assert db_rows(models.database.database, "SELECT id FROM tasks") == [(new_id,)]
-    finally:
-        engine.shutdown()
-        db.close()
+        return engine, deletions
 
-
-def test_a_stop_during_a_big_prune_answers_it_and_keeps_what_was_deleted(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr("sidecar.domain.graph.PRUNE_STEP_BUDGET_S", 0.0)
-    monkeypatch.setattr("sidecar.domain.graph.PRUNE_ROOTS_PER_STATEMENT", 10)
     db = models.open_database(str(tmp_path / "prune.db"))
     migrations.upgrade(db)
     deletions: list[int] = []
-    engine = Engine(models.new_connection, default_registry, announce=lambda tasks: None,
-                    announce_deleted=lambda ids: deletions.append(len(ids)), concurrency=1)
-    engine.start()
-    old = [{"type": "demo.noop", "runAt": 0} for _ in range(1000)]
-    engine.submit(lambda tx: engine.graph.create_many(tx, old)).result(10)
-    conn = models.new_connection()
-    conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = 1000")
-    conn.commit()
-    conn.close()
+    made: list[Engine] = []
+    yield make
+    for engine in made:
+        engine.shutdown()
+    db.close()
+
+
+def test_a_big_prune_lets_other_writes_through_between_its_transactions(finished_thousand) -> None:
+    # Deleting costs ~50 us a task in a year-old database: clearing 100,000 finished tasks in one
+    # transaction held every progress report, claim and create for 5 s.
+    engine, deletions = finished_thousand(roots=100)
+    finished: list[str] = []
+    pruned = engine.graph.prune_in_steps(60_000, ["COMPLETED"])
+    pruned.add_done_callback(lambda f: finished.append("prune"))
+    made = engine.submit(lambda tx: engine.graph.create_many(tx, [{"type": "demo.noop"}])[0])
+    made.add_done_callback(lambda f: finished.append("create"))
+    assert pruned.result(10) == {"deleted": 1000}
+    new_id = made.result(10)["id"]
+    assert finished == ["create", "prune"], "the create waited for the whole prune"
+    assert sum(deletions) == 1000 and len(deletions) == 10  # announced step by step
+    assert db_rows(models.database.database, "SELECT id FROM tasks") == [(new_id,)]
+
+
+def test_a_stop_during_a_big_prune_answers_it_and_keeps_what_was_deleted(finished_thousand) -> None:
+    engine, deletions = finished_thousand(roots=10)
     pruned = engine.graph.prune_in_steps(60_000, ["COMPLETED"])
     engine.shutdown()  # while the prune's 100 steps go on
     try:
@@ -513,6 +513,5 @@ def test_a_stop_during_a_big_prune_answers_it_and_keeps_what_was_deleted(tmp_pat
     except ShuttingDown:
         outcome = "stopped"
     left = db_rows(models.database.database, "SELECT COUNT(*) FROM tasks")[0][0]
-    db.close()
     assert left == 1000 - sum(deletions)  # every committed step was announced, nothing else went
     assert outcome == {"deleted": 1000} if left == 0 else outcome == "stopped"
