@@ -646,17 +646,22 @@ class Graph:
         tx.deleted.extend([task_id, *(r[0] for r in subtree)])
         return {"deleted": 1 + len(subtree)}
 
-    def prune_step(self, tx: "Tx", cutoff: int, statuses: list[str], budget_s: float) -> tuple[int, bool]:
+    def prune_step(
+        self, tx: "Tx", cutoff: int, statuses: list[str], budget_s: float, kept: list[str]
+    ) -> tuple[int, bool]:
         """Delete finished tasks completed before ``cutoff`` until none is left or ``budget_s``
-        has passed; returns how many went (their subtrees included) and whether none is left."""
+        has passed; returns how many went (their subtrees included) and whether none is left.
+        ``kept`` gathers the roots left because tasks below them still run, so that no later
+        statement reads them again (enough of them first in line stopped a prune early)."""
         started = time.monotonic()
         deleted: list[str] = []
         finished = True
         while True:
-            ids = store.prune(tx.conn, statuses, cutoff, limit=PRUNE_ROOTS_PER_STATEMENT)
-            if not ids:
+            pruned = store.prune(tx.conn, statuses, cutoff, limit=PRUNE_ROOTS_PER_STATEMENT, skip=kept)
+            if not pruned.deleted and not pruned.kept:
                 break
-            deleted.extend(ids)
+            deleted.extend(pruned.deleted)
+            kept.extend(pruned.kept)
             if time.monotonic() - started >= budget_s:
                 finished = False
                 break
@@ -675,12 +680,13 @@ class Graph:
         answer: Future[dict[str, int]] = Future()
         cutoff: int | None = None
         total = 0
+        kept: list[str] = []
 
         def step(tx: "Tx") -> tuple[int, bool]:
             nonlocal cutoff
             if cutoff is None:
                 cutoff = prune_cutoff(tx.now, older_than_ms)
-            return self.prune_step(tx, cutoff, statuses, PRUNE_STEP_BUDGET_S)
+            return self.prune_step(tx, cutoff, statuses, PRUNE_STEP_BUDGET_S, kept)
 
         def stepped(done: "Future[tuple[int, bool]]") -> None:
             nonlocal total

@@ -499,13 +499,21 @@ def delete(conn: sqlite3.Connection, task_id: str) -> int:
     return conn.execute('DELETE FROM "tasks" WHERE "id" = ?', (task_id,)).rowcount
 
 
-def prune(
-    conn: sqlite3.Connection, statuses: Iterable[str], completed_before: int, limit: int = 5000
-) -> list[str]:
-    """Delete up to ``limit`` finished tasks (with their subtrees) finished before ``completed_before``.
+class Pruned(NamedTuple):
+    deleted: list[str]  # every id removed, the subtrees' included
+    kept: list[str]  # finished roots found but kept: tasks below them still run
 
-    Returns every id removed, the subtrees' included: the foreign key cascades to children, and a
-    cache driven by task.deleted must hear of them too.
+
+def prune(
+    conn: sqlite3.Connection, statuses: Iterable[str], completed_before: int, limit: int = 5000,
+    skip: Sequence[str] = (),
+) -> Pruned:
+    """Delete up to ``limit`` finished tasks (with their subtrees) finished before ``completed_before``,
+    passing over the roots in ``skip`` (ones kept by an earlier call).
+
+    Every id removed is returned, the subtrees' included: the foreign key cascades to children, and
+    a cache driven by task.deleted must hear of them too. Nothing deleted and nothing kept means
+    nothing is left to prune.
     """
     statuses = tuple(statuses)
     marks = ", ".join("?" * len(statuses))
@@ -517,12 +525,13 @@ def prune(
             f"AND c.\"status\" NOT IN {_TERMINAL_SQL}) "
             # a finished child of a batch still running stays: the batch's result counts it
             f'AND NOT EXISTS (SELECT 1 FROM "tasks" p WHERE p."id" = "tasks"."parent_id" '
-            f"AND p.\"status\" NOT IN {_TERMINAL_SQL}) LIMIT ?",
-            (*statuses, completed_before, limit),
+            f"AND p.\"status\" NOT IN {_TERMINAL_SQL}) "
+            'AND "id" NOT IN (SELECT "value" FROM json_each(?)) LIMIT ?',
+            (*statuses, completed_before, dumps(list(skip)), limit),
         )
     ]
     if not roots:
-        return []
+        return Pruned([], [])
     below = conn.execute(
         'WITH RECURSIVE sub("id", "root", "status") AS (SELECT "id", "parent_id", "status" FROM "tasks" '
         'WHERE "parent_id" IN (SELECT "value" FROM json_each(?)) '
@@ -536,13 +545,12 @@ def prune(
     if busy:
         roots = [r for r in roots if r not in busy]
         below = [b for b in below if b[1] not in busy]
-        if not roots:
-            return []
-    # The ids go in as one JSON array: a statement with one "?" per id would be a new statement
-    # each time, and the connection's statement cache kept up to 128 of them (SQLite's memory grew
-    # by ~0.5 MB a second in the soak until the cache was full).
-    conn.execute('DELETE FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (dumps(roots),))
-    return list(dict.fromkeys([*roots, *(b[0] for b in below)]))
+    if roots:
+        # The ids go in as one JSON array: a statement with one "?" per id would be a new statement
+        # each time, and the connection's statement cache kept up to 128 of them (SQLite's memory
+        # grew by ~0.5 MB a second in the soak until the cache was full).
+        conn.execute('DELETE FROM "tasks" WHERE "id" IN (SELECT "value" FROM json_each(?))', (dumps(roots),))
+    return Pruned(list(dict.fromkeys([*roots, *(b[0] for b in below)])), sorted(busy))
 
 
 # ---------------------------------------------------------------- reads

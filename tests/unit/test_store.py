@@ -276,6 +276,34 @@ def test_the_wake_up_lookup_seeks_each_type_instead_of_reading_the_delayed_tasks
     assert store.next_run_at(conn, ["convert", *many[:149], "download"], 10_000) == 50000
 
 
+def test_prune_passes_over_finished_roots_kept_for_their_running_grandchildren(db_file: Path) -> None:
+    # Six finished batches whose grandchildren are still being stopped come first in line; a prune
+    # reading three roots at a time found only those and stopped, leaving the four it could delete.
+    conn = connect(db_file)
+    for n in range(6):
+        insert_one(conn, f"batch-{n}", "demo.noop", now=1000)
+        insert_one(conn, f"child-{n}", "demo.noop", now=1000)
+        insert_one(conn, f"grandchild-{n}", "demo.noop", now=1000)
+        conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = ? WHERE id = ?", (100 + n, f"batch-{n}"))
+        conn.execute("UPDATE tasks SET status = 'FAILED', completed_at = 100, parent_id = ? WHERE id = ?",
+                     (f"batch-{n}", f"child-{n}"))
+        conn.execute("UPDATE tasks SET status = 'RUNNING', parent_id = ? WHERE id = ?", (f"child-{n}", f"grandchild-{n}"))
+    for n in range(4):
+        insert_one(conn, f"done-{n}", "demo.noop", now=1000)
+        conn.execute("UPDATE tasks SET status = 'COMPLETED', completed_at = ? WHERE id = ?", (500 + n, f"done-{n}"))
+    deleted: list[str] = []
+    kept: list[str] = []
+    while True:
+        pruned = store.prune(conn, ["COMPLETED"], 10_000, limit=3, skip=kept)
+        if not pruned.deleted and not pruned.kept:
+            break
+        deleted += pruned.deleted
+        kept += pruned.kept
+    assert sorted(deleted) == [f"done-{n}" for n in range(4)]
+    assert sorted(kept) == [f"batch-{n}" for n in range(6)]
+    assert conn.execute("SELECT COUNT(*) FROM tasks").fetchone()[0] == 18  # the batches stay whole
+
+
 def test_counts_apply_deltas_and_deletes_count_themselves(db_file: Path) -> None:
     conn = connect(db_file)
     ids = insert(conn, 5)
