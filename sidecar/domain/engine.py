@@ -903,16 +903,20 @@ class Engine:
             tx.announce(row)
 
     def _op_aggregate(self, tx: Tx) -> None:
-        """Recompute the progress of parents whose children moved (coalesced like any progress)."""
+        """Recompute the progress of parents whose children moved (coalesced like any progress),
+        and the children's counts in the result of a COMPLETED one."""
         self._aggregate_scheduled = False
         dirty, self._dirty_parents = self._dirty_parents, set()
         started = time.monotonic()
         for parent_id in dirty:
-            _, progress = store.children_summary(tx.conn, parent_id)
-            if progress is not None:
-                row = store.set_aggregate_progress(tx.conn, parent_id, progress, tx.now)
-                if row is not None:
-                    tx.announce(row)
+            counts, progress = store.children_summary(tx.conn, parent_id)
+            if progress is None:
+                continue
+            row = store.set_aggregate_progress(tx.conn, parent_id, progress, tx.now)
+            if row is not None:
+                tx.announce(row)
+            else:  # unchanged, or finished: a COMPLETED parent whose child was retried
+                self.graph.recount_completed(tx, parent_id, counts)
         self._aggregate_cost_s = time.monotonic() - started
 
     def _op_checkpoint(self, ctx: TaskContext, state_json: str, tx: Tx) -> None:

@@ -365,8 +365,6 @@ class Graph:
             return todo
         parent = store.get(tx.conn, parent_id)
         if parent is None or _status(parent) in _TERMINAL:
-            if parent is not None and _status(parent) == "COMPLETED":
-                self._recount_children(tx, parent)  # a child retried after its parent completed
             return todo
         if self.stopping_reason(tx, parent_id) == "cancel":
             # Being cancelled: it ends CANCELLED whatever its children do. Settled now, a waiting
@@ -380,13 +378,19 @@ class Graph:
         todo.append(parent_id)
         return todo
 
-    def _recount_children(self, tx: "Tx", parent: Row) -> None:
+    def recount_completed(self, tx: "Tx", parent_id: str, counts: dict[str, int]) -> None:
         """A COMPLETED parent's ``result.children`` kept true when a child of it is retried (its
-        status stays: COMPLETED is terminal)."""
-        counts, _ = store.children_summary(tx.conn, parent[0])
-        stored = parent[store.I_RESULT]
-        result = merge_child_counts(orjson.loads(stored) if stored else None, counts)
-        row = store.set_completed_result(tx.conn, parent[0], store.dumps(result), tx.now)
+        status stays: COMPLETED is terminal). Called with the counts the engine's recomputation
+        of parents' progress has just read, so a retried batch of 5,000 videos is recounted as
+        often as its progress would be, not once per video."""
+        parent = store.get(tx.conn, parent_id)
+        if parent is None or _status(parent) != "COMPLETED":
+            return
+        stored = orjson.loads(parent[store.I_RESULT]) if parent[store.I_RESULT] else None
+        result = merge_child_counts(stored, counts)
+        if result == stored:
+            return
+        row = store.set_completed_result(tx.conn, parent_id, store.dumps(result), tx.now)
         if row is not None:
             tx.announce(row)
 
@@ -587,11 +591,6 @@ class Graph:
                 sets.update(result=None, progress=0, message=None)
             self.move(tx, r[0], target, **sets)
             reopened.append(r[0])
-        # Once per parent: a retried batch of 5,000 failed videos has one parent, not 5,000.
-        for parent_id in {r[store.I_PARENT] for r in again} - {None}:
-            parent = store.get(tx.conn, parent_id)
-            if parent is not None and _status(parent) == "COMPLETED":
-                self._recount_children(tx, parent)  # the retried child is no longer counted failed
         self.engine.wake()
         # deepest first, so a parent sees its reopened children
         self.settle(tx, reversed(reopened))
