@@ -19,9 +19,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import fastjsonschema
 import orjson
 
 from sidecar.errors import (
@@ -31,10 +30,7 @@ from sidecar.errors import (
     InvalidParams,
     SidecarError,
 )
-
-if TYPE_CHECKING:
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import ValidationError
+from sidecar.schema import Schema
 
 log = logging.getLogger(__name__)
 
@@ -137,109 +133,6 @@ def _whole_surrogates(value: Any) -> Any:
     return value
 
 
-def _integer_plan(schema: Any) -> Any:
-    """Where ``schema`` asks for integers, for :func:`_make_integers`: ``True`` for an integer,
-    ``(properties, additional, declared names)`` for an object, ``[items]`` for an array; None
-    where it asks for none (``$ref`` and combinators are not followed)."""
-    if not isinstance(schema, dict):
-        return None
-    types = schema.get("type")
-    types = [types] if isinstance(types, str) else types or []
-    if "integer" in types and "number" not in types:
-        return True
-    properties = {key: plan for key, sub in (schema.get("properties") or {}).items()
-                  if (plan := _integer_plan(sub)) is not None}
-    additional = _integer_plan(schema.get("additionalProperties"))
-    if properties or additional is not None:
-        return (properties, additional, frozenset(schema.get("properties") or ()))
-    items = _integer_plan(schema.get("items"))
-    return [items] if items is not None else None
-
-
-def _make_integers(plan: Any, value: Any) -> Any:
-    """``value`` with every whole float (``3.0``) where ``plan`` wants an integer made an int, in
-    place. JSON Schema counts 3.0 as an integer, so the validators let it through; the sidecar
-    then used it where Python wants an int (a slice, a thread count) and failed, or stored it."""
-    if plan is True:
-        return int(value) if type(value) is float else value
-    if isinstance(plan, list):
-        if type(value) is list:
-            for index, item in enumerate(value):
-                value[index] = _make_integers(plan[0], item)
-        return value
-    if type(value) is dict:
-        properties, additional, declared = plan
-        for key, sub in properties.items():
-            if key in value:
-                value[key] = _make_integers(sub, value[key])
-        if additional is not None:
-            for key in value:
-                if key not in declared:
-                    value[key] = _make_integers(additional, value[key])
-    return value
-
-
-class Schema:
-    """A JSON Schema checked fast, explained precisely.
-
-    fastjsonschema compiles the schema to Python (25x faster than jsonschema on a 5,000-item
-    createMany); only when a value is refused does jsonschema walk it again to name the field.
-    A value that fits has its whole floats made ints where the schema asks for integers.
-    """
-
-    def __init__(self, schema: dict[str, Any], *, trusted: bool = True) -> None:
-        if not trusted:  # an app's handler schema: refuse a broken one at registration
-            from jsonschema import Draft202012Validator
-
-            Draft202012Validator.check_schema(schema)
-        self.schema = schema
-        self._integers = _integer_plan(schema)
-        self._compiled = False
-        self._fast: Callable[[Any], Any] | None = None
-        self._explainer: Draft202012Validator | None = None
-
-    def _compile(self) -> None:
-        # lazily: compiling every method's schema at start-up would cost ~100 ms before ready
-        try:
-            self._fast = fastjsonschema.compile(self.schema, use_default=False, use_formats=False)
-        except fastjsonschema.JsonSchemaDefinitionException:
-            self._fast = None  # a construct it does not know: jsonschema alone
-        self._compiled = True
-
-    @property
-    def _explain(self) -> "Draft202012Validator":
-        if self._explainer is None:
-            from jsonschema import Draft202012Validator
-
-            self._explainer = Draft202012Validator(self.schema)
-        return self._explainer
-
-    def prepare(self) -> None:
-        """Compile now rather than at the first check."""
-        if not self._compiled:
-            self._compile()
-
-    def check(self, value: Any, prefix: str = "") -> None:
-        """Raise :class:`InvalidParams` naming the field when ``value`` does not fit; when it fits,
-        make its whole floats ints where the schema asks for integers (in place)."""
-        if not self._compiled:
-            self._compile()
-        if self._fast is not None:
-            try:
-                self._fast(value)
-            except fastjsonschema.JsonSchemaValueException:
-                pass
-            else:
-                if self._integers is not None:
-                    _make_integers(self._integers, value)
-                return
-        check(self._explain, value, prefix)
-        if self._fast is not None:  # the two disagree: trust the strict one, say it plainly
-            raise InvalidParams(prefix or "params", "does not match the schema")
-        if self._integers is not None:
-            _make_integers(self._integers, value)
-
-
 @dataclass
 class MethodSpec:
     """One protocol method: its name, params schema, result schema, and the function doing it."""
@@ -254,80 +147,6 @@ class MethodSpec:
 
     def __post_init__(self) -> None:
         self.validator = Schema(self.params)
-
-
-def field_path(error: "ValidationError", prefix: str = "") -> str:
-    """``details.seconds``, ``tasks[3].type``: where in the params an error is."""
-    path = prefix
-    for part in error.absolute_path:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path = f"{path}.{part}" if path else str(part)
-    if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [name for name in error.validator_value if name not in error.instance]
-        if missing:
-            path = f"{path}.{missing[0]}" if path else missing[0]
-    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        extra = sorted(k for k in error.instance if k not in allowed)
-        if extra:
-            path = f"{path}.{extra[0]}" if path else extra[0]
-    return path
-
-
-_JSON_TYPE_NAMES = {"string": "a string", "integer": "an integer", "number": "a number", "object": "an object",
-                    "array": "an array", "boolean": "a boolean", "null": "null"}
-
-
-_BOUNDS = {
-    "minimum": "must be >= {}", "maximum": "must be <= {}",
-    "exclusiveMinimum": "must be > {}", "exclusiveMaximum": "must be < {}",
-    "minLength": "must be at least {} characters long", "maxLength": "must be at most {} characters long",
-    "minItems": "must have at least {} items", "maxItems": "must have at most {} items",
-    "minProperties": "must have at least {} members", "maxProperties": "must have at most {} members",
-}
-# what a parsed JSON value is, by its Python type (bool before int: True is an int)
-_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
-               list: "an array", dict: "an object"}
-
-
-def _json_kind(value: Any) -> str:
-    return _JSON_KINDS.get(type(value), "a value")
-
-
-def validation_reason(error: "ValidationError") -> str:
-    if error.validator == "required":
-        return "is required"
-    if error.validator == "additionalProperties":
-        return "is not a known field"
-    # in JSON's words, not Python's: the app's developer reads "null", not "None is not of type"
-    if error.validator == "type":
-        wanted = error.validator_value
-        names = [_JSON_TYPE_NAMES.get(t, t) for t in ([wanted] if isinstance(wanted, str) else wanted)]
-        return f"must be {' or '.join(names)}, not {_json_kind(error.instance)}"
-    if error.validator == "enum":
-        return f"must be one of {orjson.dumps(error.validator_value).decode()}"
-    if error.validator == "minLength" and error.validator_value == 1:
-        return "must not be empty"
-    bound = _BOUNDS.get(str(error.validator))
-    if bound is not None:
-        return bound.format(orjson.dumps(error.validator_value).decode())
-    return error.message
-
-
-def check(validator: "Draft202012Validator", value: Any, prefix: str = "") -> None:
-    """Raise :class:`InvalidParams` naming the field when ``value`` does not fit the schema."""
-    from jsonschema.exceptions import best_match
-
-    error = best_match(validator.iter_errors(value), key=_relevance)
-    if error is not None:
-        raise InvalidParams(field_path(error, prefix), validation_reason(error))
-
-
-def _relevance(error: "ValidationError") -> tuple[int, int]:
-    # prefer the deepest error: it names the most precise field
-    return (-len(error.absolute_path), 0)
 
 
 _MEMBERS = frozenset(("jsonrpc", "method", "params", "id"))

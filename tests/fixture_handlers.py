@@ -169,3 +169,25 @@ def fail_once(ctx: TaskContext) -> dict:
         open(marker, "w").close()
         raise RuntimeError("failing once")
     return {"second": True}
+
+
+# JSON Schema 2020-12 keywords that draft-07 does not have or reads otherwise: the sidecar must
+# refuse what this schema refuses, not what a draft-07 checker would.
+SCHEMA_2020_12 = {
+    "type": "object",
+    "$defs": {"clip": {"type": "object", "required": ["url"]}},
+    "properties": {
+        "clip": {"$ref": "#/$defs/clip", "properties": {"url": {"type": "string"}}},  # $ref beside assertions
+        "range": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "integer"}], "items": False},
+        "tags": {"type": "array", "contains": {"const": "music"}, "minContains": 2},
+        "start": {"type": "number"},
+        "end": {"type": "number"},
+    },
+    "dependentRequired": {"start": ["end"]},
+    "unevaluatedProperties": False,
+}
+
+
+@handler("test.schema_2020_12", details_schema=SCHEMA_2020_12)
+def schema_2020_12(ctx: TaskContext) -> dict:
+    return {"details": ctx.details}

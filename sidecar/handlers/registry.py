@@ -50,7 +50,7 @@ class HandlerSpec:
     retry_max_s: float = 30.0
     check_details: DetailsCheck | None = field(default=None, compare=False, repr=False)
     on_end: EndHook | None = field(default=None, compare=False, repr=False)
-    validator: Any = field(default=None, compare=False, repr=False)  # sidecar.protocol.Schema
+    validator: Any = field(default=None, compare=False, repr=False)  # sidecar.schema.Schema
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -70,7 +70,7 @@ class Registry:
     def register(self, spec: HandlerSpec, *, trusted: bool = False) -> HandlerSpec:
         """``trusted``: the schema ships with the sidecar (tested), so skip checking it at start-up."""
         if spec.details_schema is not None and spec.validator is None:
-            from sidecar.protocol import Schema
+            from sidecar.schema import Schema
 
             spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=trusted)})
         self._specs[spec.type] = spec

@@ -221,3 +221,27 @@ def test_a_wrong_type_is_named_in_json_words_not_pythons(sidecar: SidecarProcess
     err = sidecar.error(method, params)
     assert err.code == -32602 and err.message.startswith(f"Invalid params: {reason}")
     assert "None" not in err.message and "'" not in err.message
+
+
+GOOD_2020_12 = {"clip": {"url": "https://example.invalid/v/1"}, "range": [0, 30], "tags": ["music", "live", "music"],
+                "start": 1, "end": 2}
+
+
+@pytest.mark.parametrize("details, field", [
+    ({"clip": {}}, "details.clip.url"),  # required by the $ref, beside the clip's own properties
+    ({"clip": {"url": 7}}, "details.clip.url"),  # the assertion beside the $ref
+    ({"range": ["0", 30]}, "details.range[0]"),  # prefixItems
+    ({"range": [0, 30, 60]}, "details.range"),  # items: false after the prefix
+    ({"tags": ["music", "live"]}, "details.tags"),  # minContains
+    ({"start": 1}, "details.end"),  # dependentRequired
+    ({"stray": 1}, "details"),  # unevaluatedProperties
+])
+def test_a_handlers_schema_is_read_as_json_schema_2020_12(start_sidecar, details, field) -> None:
+    # A draft-07 checker ignores prefixItems, minContains, dependentRequired and
+    # unevaluatedProperties, and the assertions beside a $ref: each of these details would be stored.
+    sidecar = start_sidecar("--handlers", "fixture_handlers")
+    err = sidecar.error("tasks.create", {"type": "test.schema_2020_12", "details": details})
+    assert err.code == -32602 and err.data["field"] == field, err
+    assert sidecar.call("tasks.stats")["total"] == 0
+    task = sidecar.call("tasks.create", {"type": "test.schema_2020_12", "details": GOOD_2020_12})
+    assert sidecar.wait_status(task["id"], "COMPLETED")["result"] == {"details": GOOD_2020_12}
