@@ -68,11 +68,16 @@ class Registry:
         self.options = AppOptions()
 
     def register(self, spec: HandlerSpec, *, trusted: bool = False) -> HandlerSpec:
-        """``trusted``: the schema ships with the sidecar (tested), so skip checking it at start-up."""
+        """``trusted``: the schema ships with the sidecar (tested), so skip checking it at start-up.
+
+        In a frozen build every handler's schema counts as checked: the build loaded its modules
+        from source, which checks them (build/task-sidecar.spec), and the binary loads no other.
+        Checking again would import jsonschema before every start-up (~40 ms)."""
         if spec.details_schema is not None and spec.validator is None:
             from sidecar.schema import Schema
 
-            spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=trusted)})
+            checked = trusted or bool(getattr(sys, "frozen", False))
+            spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=checked)})
         self._specs[spec.type] = spec
         return spec
 

@@ -251,16 +251,30 @@ def test_handlers_can_be_given_as_the_path_of_a_file(tmp_path: Path, start_sidec
     assert sidecar.wait_status(task["id"], "COMPLETED")["result"] == {"text": "hello, Ada"}
 
 
+BROKEN_SCHEMA_FILE = """
+from sidecar.handlers import handler
+
+
+@handler("myapp.fetch", details_schema={"type": "object", "properties": {"url": {"type": "strng"}}})
+def fetch(ctx):
+    return {}
+"""
+
+
 @pytest.mark.parametrize("kind", [
     "missing module", pytest.param("missing file", marks=FROM_SOURCE), pytest.param("module that raises", marks=FROM_SOURCE),
+    pytest.param("broken details schema", marks=FROM_SOURCE),
 ])
 def test_handlers_that_cannot_be_loaded_are_a_clear_start_up_error(tmp_path: Path, kind: str) -> None:
     broken = tmp_path / "broken_app_handlers.py"
     broken.write_text('raise RuntimeError("the app\'s handler module is broken")\n')
+    bad_schema = tmp_path / "bad_schema_app_handlers.py"
+    bad_schema.write_text(BROKEN_SCHEMA_FILE)
     given, says = {
         "missing module": ("no_such_app.handlers", "no module named 'no_such_app'"),
         "missing file": (str(tmp_path / "absent.py"), "no such file"),
         "module that raises": (str(broken), "loading it raised RuntimeError: the app's handler module is broken"),
+        "broken details schema": (str(bad_schema), "loading it raised SchemaError: 'strng' is not valid"),
     }[kind]
     result = subprocess.run(
         [*sidecar_command(), "--db", str(tmp_path / "t.db"), "--handlers", given], cwd=ROOT,
@@ -271,6 +285,8 @@ def test_handlers_that_cannot_be_loaded_are_a_clear_start_up_error(tmp_path: Pat
     assert f"--handlers {given}: {says}" in stderr
     if kind == "module that raises":  # the developer gets the traceback into their own file
         assert 'broken_app_handlers.py", line 1' in stderr
+    elif kind == "broken details schema":  # and the spot in the schema
+        assert "On schema['properties']['url']['type']" in stderr and 'bad_schema_app_handlers.py", line 5' in stderr
     else:
         assert "Traceback" not in stderr
     assert not (tmp_path / "t.db").exists(), "nothing is created before the handlers load"

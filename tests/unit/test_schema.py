@@ -83,3 +83,33 @@ def test_every_built_in_schema_is_checked_by_the_compiled_checker() -> None:
                 if spec.validator is not None and spec.fn.__module__.startswith("sidecar.")}
     assert {"tasks.createMany", "demo.sleep", "http.download", "process.run"} <= set(schemas)
     assert [name for name, schema in schemas.items() if not schema.fast] == []
+
+
+def test_a_frozen_build_takes_its_handlers_schemas_as_checked_when_it_was_built() -> None:
+    # build/task-sidecar.spec loads the handler modules from source (which checks their schemas)
+    # before freezing them in; the binary then starts without importing jsonschema (~40 ms).
+    import json
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    code = textwrap.dedent("""
+        import json, sys
+        sys.frozen = FROZEN
+        from sidecar.handlers.registry import Registry
+        try:
+            Registry().handler("myapp.fetch", details_schema={"type": "strng"})(lambda ctx: None)
+            refused = None
+        except Exception as exc:
+            refused = type(exc).__name__
+        print(json.dumps({"refused": refused, "jsonschema": "jsonschema" in sys.modules}))
+    """)
+    seen = {}
+    for frozen in (True, False):
+        out = subprocess.run([sys.executable, "-c", code.replace("FROZEN", str(frozen))],
+                             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        seen[frozen] = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen[True] == {"refused": None, "jsonschema": False}
+    assert seen[False] == {"refused": "SchemaError", "jsonschema": True}
