@@ -7,6 +7,7 @@ in both (:func:`same_in_draft_07`); every other schema is checked by jsonschema.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,15 @@ _ANNOTATIONS = frozenset((
 _ONE_SUBSCHEMA = frozenset(("items", "contains", "additionalProperties", "propertyNames", "not", "if", "then", "else"))
 _LIST_OF_SUBSCHEMAS = frozenset(("allOf", "anyOf", "oneOf"))
 _MAP_OF_SUBSCHEMAS = frozenset(("properties", "patternProperties", "$defs", "definitions"))
+
+
+def schema_digest(schema: Any) -> str | None:
+    """A fingerprint of a schema's content (None when it is not JSON): how a frozen build tells
+    that the schema a handler registers is one the build checked (sidecar.handlers.registry)."""
+    try:
+        return hashlib.sha256(orjson.dumps(schema, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    except TypeError:  # orjson.JSONEncodeError
+        return None
 
 
 def same_in_draft_07(schema: Any, *, root: bool = True) -> bool:

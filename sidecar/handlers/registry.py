@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import os
@@ -10,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 
 from sidecar.handlers.context import TaskContext
 
@@ -62,6 +64,22 @@ class HandlerSpec:
         }
 
 
+CHECKED_SCHEMAS = "checked_schemas.json"  # in a frozen bundle: sidecar/checked_schemas.json
+
+
+@functools.cache
+def checked_at_build() -> frozenset[str]:
+    """Digests of the handler schemas a frozen build checked when it was built; none from source."""
+    if not getattr(sys, "frozen", False):
+        return frozenset()
+    path = os.path.join(getattr(sys, "_MEIPASS", ""), "sidecar", CHECKED_SCHEMAS)
+    try:
+        with open(path, "rb") as file:
+            return frozenset(orjson.loads(file.read()))
+    except (OSError, ValueError, TypeError):  # a build without app handlers has none: check them all
+        return frozenset()
+
+
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
@@ -70,13 +88,13 @@ class Registry:
     def register(self, spec: HandlerSpec, *, trusted: bool = False) -> HandlerSpec:
         """``trusted``: the schema ships with the sidecar (tested), so skip checking it at start-up.
 
-        In a frozen build every handler's schema counts as checked: the build loaded its modules
-        from source, which checks them (build/task-sidecar.spec), and the binary loads no other.
-        Checking again would import jsonschema before every start-up (~40 ms)."""
+        A frozen build also skips the schemas its build checked: build/task-sidecar.spec loads the
+        handler modules from source (which checks them) and bundles their digests. Checking again
+        would import jsonschema before every start-up (~40 ms)."""
         if spec.details_schema is not None and spec.validator is None:
-            from sidecar.schema import Schema
+            from sidecar.schema import Schema, schema_digest
 
-            checked = trusted or bool(getattr(sys, "frozen", False))
+            checked = trusted or schema_digest(spec.details_schema) in checked_at_build()
             spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=checked)})
         self._specs[spec.type] = spec
         return spec
