@@ -94,7 +94,8 @@ class Registry:
         if spec.details_schema is not None and spec.validator is None:
             from sidecar.schema import Schema, schema_digest
 
-            checked = trusted or schema_digest(spec.details_schema) in checked_at_build()
+            built = checked_at_build()  # empty from source: no digest to make
+            checked = trusted or (bool(built) and schema_digest(spec.details_schema) in built)
             spec = HandlerSpec(**{**spec.__dict__, "validator": Schema(spec.details_schema, trusted=checked)})
         self._specs[spec.type] = spec
         return spec
