@@ -53,13 +53,17 @@ def same_in_draft_07(schema: Any, *, root: bool = True) -> bool:
     ``dependentRequired``, ``minContains``...), which draft-07 ignores; for draft-07's
     ``dependencies`` and ``additionalItems``, which 2020-12 ignores; for an array of schemas under
     ``items``; for a ``$ref`` beside other assertions (draft-07 ignores them; 2020-12 applies
-    them); for a ``$ref`` to another document; and for anything unknown, to be safe.
+    them); for a ``$ref`` to another document; and for anything unknown, to be safe. Nor for a
+    fractional ``multipleOf``, which fastjsonschema checks with a tolerance (0.3 is a multiple
+    of 0.1 to it, not to jsonschema, whose float arithmetic says 2.9999999999999996).
     """
     if type(schema) is bool:
         return True
     if type(schema) is not dict:
         return False
     for key, value in schema.items():
+        if key == "multipleOf" and type(value) is not int:
+            return False
         if key in _ASSERTIONS or key in _ANNOTATIONS:
             continue
         if key in _ONE_SUBSCHEMA:

@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
@@ -16,7 +16,7 @@ from tests.fixture_handlers import SCHEMA_2020_12
 
 KEYS = ["url", "start", "end", "range", "tags", "clip", "n", "stray"]
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 70) | st.sampled_from([0.5, 2.0, -1.0, 1e300])
+    st.none() | st.booleans() | st.integers(-3, 70) | st.sampled_from([0.5, 2.0, -1.0, 1e300, 0.3, 0.7])
     | st.sampled_from(["", "music", "live", "https://example.invalid/v/1", "x" * 12]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=4),
     max_leaves=12,
@@ -39,6 +39,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "$ref beside assertions": {"$defs": {"o": {"type": "object"}}, "$ref": "#/$defs/o", "required": ["url"]},
     "draft-07 keywords 2020-12 ignores": {"type": "object", "dependencies": {"start": ["end"]},
                                           "properties": {"tags": {"additionalItems": False}}},
+    "fractional multipleOf": {"type": "object", "properties": {"start": {"multipleOf": 0.1}}},
 }
 FAST = {"object with bounds", "array of unique strings", "combinators", "if then else", "local $ref alone"}
 
@@ -60,6 +61,7 @@ def test_only_schemas_that_read_the_same_in_draft_07_are_checked_by_the_compiled
 @pytest.mark.parametrize("name", SCHEMAS)
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=json_values)
+@example(value={"start": 0.3, "end": 0.7})  # multiples of 0.1 only to a checker that rounds
 def test_a_value_is_accepted_exactly_when_json_schema_2020_12_accepts_it(name: str, value: Any) -> None:
     assert accepts(Schema(SCHEMAS[name], trusted=False), value) is Draft202012Validator(SCHEMAS[name]).is_valid(value)
 
