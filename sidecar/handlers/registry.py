@@ -67,6 +67,21 @@ class HandlerSpec:
 CHECKED_SCHEMAS = "checked_schemas.json"  # in a frozen bundle: sidecar/checked_schemas.json
 
 
+def write_checked_schemas(names: list[str], folder: str) -> str:
+    """For a frozen build (build/task-sidecar.spec): load the handler modules ``names`` as the
+    sidecar does from source, which checks their schemas, and write the digests of those schemas
+    to ``folder``/CHECKED_SCHEMAS, which the build bundles as sidecar/CHECKED_SCHEMAS for
+    :func:`checked_at_build`. Raises HandlerLoadError as start-up would."""
+    from sidecar.schema import schema_digest
+
+    load_modules(names)
+    digests = {schema_digest(spec.details_schema) for spec in default_registry if spec.details_schema is not None}
+    path = os.path.join(folder, CHECKED_SCHEMAS)
+    with open(path, "wb") as file:
+        file.write(orjson.dumps(sorted(d for d in digests if d)))
+    return path
+
+
 @functools.cache
 def checked_at_build() -> frozenset[str]:
     """Digests of the handler schemas a frozen build checked when it was built; none from source."""

@@ -127,21 +127,26 @@ def test_the_compiled_checker_and_json_schema_2020_12_agree_on_every_built_in_sc
 
 
 def test_a_frozen_build_takes_as_checked_exactly_the_schemas_its_build_checked(tmp_path) -> None:
-    # build/task-sidecar.spec loads the handler modules from source (which checks their schemas)
-    # and bundles their digests; the binary then starts without importing jsonschema (~40 ms) for
-    # those, and still checks any other schema (here, broken ones stand for "not checked").
+    # build/task-sidecar.spec has write_checked_schemas load the handler modules from source (which
+    # checks their schemas) and bundles their digests; the binary then registers those without
+    # importing jsonschema (~40 ms) and still checks any other schema.
     import json
     import subprocess
     import sys
     import textwrap
     from pathlib import Path
 
-    from sidecar.schema import schema_digest
-
-    built = {"type": "strng"}
-    other = {"type": "object", "properties": {"n": {"type": "strng"}}}
+    root = Path(__file__).resolve().parents[2]
+    built = {"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}}}
+    other = {"type": "object", "properties": {"n": {"type": "strng"}}}  # broken: refused when checked
+    (tmp_path / "myapp_built_handlers.py").write_text(
+        f"from sidecar.handlers import handler\n@handler('myapp.built', details_schema={built!r})\ndef built(ctx):\n    return {{}}\n")
     (tmp_path / "sidecar").mkdir()
-    (tmp_path / "sidecar" / "checked_schemas.json").write_text(json.dumps([schema_digest(built)]))
+    wrote = subprocess.run(
+        [sys.executable, "-c", "import sys; from sidecar.handlers.registry import write_checked_schemas; "
+         "write_checked_schemas([sys.argv[1]], sys.argv[2])", str(tmp_path / "myapp_built_handlers.py"),
+         str(tmp_path / "sidecar")], cwd=root, capture_output=True, text=True, timeout=60)
+    assert wrote.returncode == 0, wrote.stderr
     code = textwrap.dedent("""
         import json, sys
         sys.frozen = FROZEN
@@ -160,10 +165,10 @@ def test_a_frozen_build_takes_as_checked_exactly_the_schemas_its_build_checked(t
     seen = {}
     for frozen in (True, False):
         out = subprocess.run([sys.executable, "-c", code.replace("FROZEN", str(frozen))],
-                             cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60)
+                             cwd=root, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         seen[frozen] = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen[True] == {"built": None, "jsonschema after built": False,
                           "other": "SchemaError", "jsonschema after other": True}
-    assert seen[False] == {"built": "SchemaError", "jsonschema after built": True,
+    assert seen[False] == {"built": None, "jsonschema after built": True,
                            "other": "SchemaError", "jsonschema after other": True}
