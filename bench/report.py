@@ -9,6 +9,10 @@ PEERS = (*PYTHON_PEERS, "plainjob")
 PYMALLOC_VARIANT = "task-sidecar, PYTHONMALLOC=pymalloc"  # not a peer: the same sidecar, other allocator
 ONE_CORE_VARIANT = "task-sidecar, one core"  # not a peer: the same sidecar, its threads on one CPU
 VARIANTS = (PYMALLOC_VARIANT, ONE_CORE_VARIANT)
+# not a peer: a Python process with nothing but a pipe and SQLite (bench/ceilings/stdio_start.py),
+# the least any queue behind stdio pays for create → RUNNING seen
+STDIO_FLOOR = "raw sqlite3 over stdio"
+CEILINGS = ("raw sqlite3", STDIO_FLOOR)
 
 
 def _get(d: Any, *path: Any) -> Any:
@@ -61,6 +65,12 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
     if ping is not None:
         parts.append(f"`system.ping` after an idle gap: {ping:.2f} ms")
     cmp_ = res.get("compare", {})
+    floor = _get(cmp_, STDIO_FLOOR, "start_p50_ms", "median")
+    if floor is not None:
+        floor_awake = _get(cmp_, STDIO_FLOOR, "start_awake_p50_ms", "median")
+        parts.append(f"a queue with nothing but a pipe and SQLite (one transaction per create, no "
+                     f"JSON-RPC library, checks or state machine): {floor:.2f} ms"
+                     + (f" ({floor_awake:.2f} ms with the CPUs awake)" if floor_awake is not None else ""))
     awake_mine = _get(cmp_, "task-sidecar", "start_awake_p50_ms", "median")
     awake_theirs = _get(cmp_, fastest, "start_awake_p50_ms", "median")
     if awake_mine is not None and awake_theirs is not None:
@@ -325,7 +335,7 @@ def markdown(res: dict[str, Any]) -> str:
     w("| system | version | enqueue/s | drain/s | start p50 ms | start p99 ms | start, CPUs awake, p50 ms "
       "| idle CPU · wake-ups | storage | notes |")
     w("|---|---|---|---|---|---|---|---|---|---|")
-    for name in ("task-sidecar", *VARIANTS, *PEERS, "raw sqlite3"):
+    for name in ("task-sidecar", *VARIANTS, *PEERS, *CEILINGS):
         e = cmp_.get(name)
         if e is None:
             if name == "DBOS" and cmp_:
@@ -469,6 +479,14 @@ def markdown(res: dict[str, Any]) -> str:
           f"insert, one transaction per row {_spread(raw, 'insert_1tx_per_s')}/s; "
           f"insert, batched in one transaction {_spread(raw, 'insert_batch_per_s')}/s; "
           f"claim + complete, one transaction per task **{_spread(raw, 'claim_complete_1tx_per_s')}/s**.")
+    floor = cmp_.get(STDIO_FLOOR) or {}
+    if floor and "error" not in floor:
+        w(f"- Create → RUNNING seen over a pipe with nothing else (`bench/ceilings/stdio_start.py`: a Python "
+          f"process reading NDJSON, inserting and claiming in one transaction, writing the RUNNING line "
+          f"after the commit; the client blocked in `read`): p50 **{_spread(floor, 'start_p50_ms', 2)} ms** "
+          f"with probes 5–100 ms apart, {_spread(floor, 'start_awake_p50_ms', 2)} ms 0.5–1.5 ms apart. "
+          f"The least any queue behind stdio pays for the sidecar's start latency on this host; the "
+          f"sidecar's own work per create is the rest.")
     nd = res.get("ceilings", {}).get("ndjson") or {}
     if nd and "error" not in nd:
         w(f"- NDJSON over a pipe, Node ↔ Python (orjson echo): sequential round trip p50 "

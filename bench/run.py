@@ -87,6 +87,7 @@ def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, 
 
 PYMALLOC_VARIANT = report.PYMALLOC_VARIANT
 ONE_CORE_VARIANT = report.ONE_CORE_VARIANT
+STDIO_FLOOR = report.STDIO_FLOOR
 
 
 def one_core() -> int | None:
@@ -118,6 +119,8 @@ def peer_cmds(plan: Plan) -> dict[str, tuple[list[str], float]]:
                       "--samples", str(plan.plainjob_samples), "--idle-ms", str(int(plan.idle_s * 1000)),
                       "--dir", str(WORK / "plainjob")], 300),
         "raw sqlite3": ([PY, "-m", "bench.ceilings.raw_sqlite", "--n", str(n)], 300),
+        # the start latency's floor behind a pipe, probed like every system here (a ceiling, not a peer)
+        STDIO_FLOOR: ([PY, "-m", "bench.ceilings.stdio_start", "--samples", str(s), "--idle-s", str(plan.idle_s)], 120),
     }
     cpu = one_core()
     if cpu is not None:
