@@ -22,19 +22,12 @@ import uuid
 
 import orjson
 
+from bench.ceilings.raw_sqlite import SCHEMA, connect
 from bench.common import ROOT, clock, emit, fail, fresh_dir, idle_footprint, probe_gap, summary
-
-SCHEMA = """
-CREATE TABLE jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL, payload TEXT NOT NULL,
-                   created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
-CREATE INDEX jobs_claim ON jobs (status, created_at);
-"""
 
 
 def serve(db: str) -> None:
-    conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn = connect(db)  # the raw SQLite ceiling's table, connection and pragmas
     conn.executescript(SCHEMA)
     out = os.dup(1)
     stdin = os.fdopen(os.dup(0), "rb", buffering=0)
