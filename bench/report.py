@@ -481,12 +481,10 @@ def markdown(res: dict[str, Any]) -> str:
           f"claim + complete, one transaction per task **{_spread(raw, 'claim_complete_1tx_per_s')}/s**.")
     floor = cmp_.get(STDIO_FLOOR) or {}
     if floor and "error" not in floor:
-        w(f"- Create → RUNNING seen over a pipe with nothing else (`bench/ceilings/stdio_start.py`: a Python "
-          f"process reading NDJSON, inserting and claiming in one transaction, writing the RUNNING line "
-          f"after the commit; the client blocked in `read`): p50 **{_spread(floor, 'start_p50_ms', 2)} ms** "
+        w(f"- Create → RUNNING seen over a pipe with nothing else (`bench/ceilings/stdio_start.py`, "
+          f"{floor.get('notes', '')}; the client blocked in `read`): p50 **{_spread(floor, 'start_p50_ms', 2)} ms** "
           f"with probes 5–100 ms apart, {_spread(floor, 'start_awake_p50_ms', 2)} ms 0.5–1.5 ms apart. "
-          f"The least any queue behind stdio pays for the sidecar's start latency on this host; the "
-          f"sidecar's own work per create is the rest.")
+          f"The rest of the sidecar's start latency is its own work per create.")
     nd = res.get("ceilings", {}).get("ndjson") or {}
     if nd and "error" not in nd:
         w(f"- NDJSON over a pipe, Node ↔ Python (orjson echo): sequential round trip p50 "
