@@ -2,7 +2,7 @@
 
 Knows methods and errors, not pipes (that is :mod:`sidecar.transport`) nor tasks (the server's
 methods do the work). Dispatch goes through jsonrpcserver; a method may return a
-:class:`concurrent.futures.Future`, whose outcome becomes the response once it resolves — that is how
+:class:`sidecar.future.Future`, whose outcome becomes the response once it resolves — that is how
 writes wait for the engine's group commit without blocking the reader.
 """
 
@@ -16,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -29,6 +28,7 @@ from sidecar.errors import (
     InvalidParams,
     SidecarError,
 )
+from sidecar.future import Future
 from sidecar.schema import Schema
 
 log = logging.getLogger(__name__)
@@ -302,11 +302,14 @@ class Protocol:
         if isinstance(message, list):
             return self._handle_batch(message, respond)
         answer = self._dispatch(message)
-        if isinstance(answer, Future):
-            answer.add_done_callback(lambda f: respond(f.result()))
-        elif answer is not None:
+        if answer is None:
+            return False
+        if type(answer) is Later:
+            future, ident = answer
+            future.add_done_callback(lambda done: respond(_settled(done, ident)))
+        else:
             respond(answer)
-        return answer is not None
+        return True
 
     def _handle_batch(self, batch: list[Any], respond: Respond) -> bool:
         if not batch:
@@ -316,7 +319,7 @@ class Protocol:
             respond(error_response(INVALID_REQUEST, "Invalid request", f"batch of {len(batch)} exceeds {MAX_BATCH}"))
             return True
         answers = [a for a in (self._dispatch(item) for item in batch) if a is not None]
-        pending = [a for a in answers if isinstance(a, Future)]
+        pending = [a for a in answers if type(a) is Later]
         if not answers:
             return False
         if not pending:
@@ -330,13 +333,15 @@ class Protocol:
                 remaining[0] -= 1
                 if remaining[0]:
                     return
-            respond([a.result() if isinstance(a, Future) else a for a in answers])
+            respond([_settled(*a) if type(a) is Later else a for a in answers])
 
-        for future in pending:
+        for future, _ in pending:
             future.add_done_callback(one_done)
         return True
 
-    def _dispatch(self, request: Any) -> dict[str, Any] | Future[dict[str, Any]] | None:
+    def _dispatch(self, request: Any) -> dict[str, Any] | Later | None:
+        """The response to one request, a :class:`Later` if it comes once the method's future
+        resolves, or None for a notification."""
         # jsonrpcserver's own steps after parsing and request validation (both done here, once):
         # find the method, call it, shape the response. Entering its pipeline at the top would
         # run a parse-and-validate chain of monads first: ~60 µs of a ping when the CPU is cold,
@@ -362,21 +367,25 @@ class Protocol:
         value = response.get("result")
         if not isinstance(value, Future):
             return response
-        ident = response["id"]
-        answer: Future[dict[str, Any]] = Future()
+        return Later(value, response["id"])
 
-        def settle(done: Future[Any]) -> None:
-            exc = done.exception()
-            if exc is None:
-                answer.set_result({"jsonrpc": "2.0", "result": done.result(), "id": ident})
-            elif isinstance(exc, SidecarError):
-                answer.set_result({"jsonrpc": "2.0", "error": exc.to_error(), "id": ident})
-            else:
-                log.error("method failed", exc_info=exc)
-                answer.set_result(error_response(INTERNAL_ERROR, "Internal error", str(exc), ident))
 
-        value.add_done_callback(settle)
-        return answer
+class Later(NamedTuple):
+    """A response that comes once ``future`` (what the method returned) resolves."""
+
+    future: Future[Any]
+    ident: Any
+
+
+def _settled(done: Future[Any], ident: Any) -> dict[str, Any]:
+    """The response to request ``ident`` whose method's future ``done`` has resolved."""
+    exc = done.exception()
+    if exc is None:
+        return {"jsonrpc": "2.0", "result": done.result(), "id": ident}
+    if isinstance(exc, SidecarError):
+        return {"jsonrpc": "2.0", "error": exc.to_error(), "id": ident}
+    log.error("method failed", exc_info=exc)
+    return error_response(INTERNAL_ERROR, "Internal error", str(exc), ident)
 
 
 class Notifier:

@@ -137,7 +137,7 @@ class Sidecar:
                 notify=notifier.notify,
                 concurrency=self.config.concurrency,
                 grace_s=self.config.grace_s,
-                hold_output=transport.held,
+                hold_output=transport.held(),
             )
             try:
                 recovered = self._open_database(engine)

@@ -20,7 +20,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -137,6 +137,31 @@ class _Written:
         self.callback = callback
 
 
+class _Hold:
+    """The block of :meth:`FrameWriter.held`. A class, not contextlib.contextmanager: it is
+    entered for every request, and the generator machinery is four Python calls more each time.
+    It keeps no state of its own (the count is the writer's), so one serves every thread."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: FrameWriter) -> None:
+        self._writer = writer
+
+    def __enter__(self) -> None:
+        writer = self._writer
+        with writer._lock:
+            writer._holds += 1
+
+    def __exit__(self, *exc: object) -> None:
+        writer = self._writer
+        with writer._lock:
+            writer._holds -= 1
+            if not writer._holds and (writer._held or writer._held_callbacks):
+                messages, writer._held = writer._held, []
+                callbacks, writer._held_callbacks = writer._held_callbacks, []
+                writer._send(messages, callbacks)
+
+
 DIRECT_MAX = 64  # a bigger batch (a createMany's announcements) is encoded by the writer thread
 
 
@@ -178,10 +203,13 @@ class FrameWriter:
         self._held_callbacks: list[Callable[[], None]] = []
         self._pending: collections.deque[list[Any]] = collections.deque()
         self._by_key: dict[Any, list[Any]] = {}
-        self._cond = threading.Condition()
+        # Taken directly (a C call) on the hot path; the condition over it only to wait and wake.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._closing = False
         self._broken = False
         self.coalesced = 0
+        self._hold = _Hold(self)  # the same block every time: re-entrant, for any thread
         self._thread = threading.Thread(target=self._run, name="stdout-writer", daemon=True)
         self._thread.start()
 
@@ -190,32 +218,21 @@ class FrameWriter:
         everything sent in the same hold have been written (or dropped, stdout being gone)."""
         self.send_many([(message, key)], () if on_written is None else (on_written,))
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> contextlib.AbstractContextManager[None]:
         """Messages sent (by any thread) inside the block are written together when it ends.
 
         The engine holds its output while it answers and announces a transaction, so a create's
         response and its QUEUED/RUNNING notifications leave in one write: one wake-up of the
         reader instead of two. Order is kept: held messages are numbered when written.
         """
-        with self._cond:
-            self._holds += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._holds -= 1
-                if not self._holds and (self._held or self._held_callbacks):
-                    messages, self._held = self._held, []
-                    callbacks, self._held_callbacks = self._held_callbacks, []
-                    self._send(messages, callbacks)
+        return self._hold
 
     def send_many(
         self, messages: list[tuple[Any, Any]], on_written: Sequence[Callable[[], None]] = ()
     ) -> None:
         """Queue ``(message, key)`` pairs in order, under one lock and one wake-up; then each of
         ``on_written`` as :meth:`send` does."""
-        with self._cond:
+        with self._lock:
             if self._holds:
                 self._held.extend(messages)
                 self._held_callbacks.extend(on_written)
@@ -225,7 +242,8 @@ class FrameWriter:
     def _send(self, messages: list[tuple[Any, Any]], callbacks: Sequence[Callable[[], None]] = ()) -> None:
         if (self._direct and len(messages) <= DIRECT_MAX and not self._pending and not self._busy
                 and not self._spill and not self._broken):
-            self._write_now(b"".join(self._encode(m) for m, _ in messages))
+            encode = self._encode
+            self._write_now(b"".join([encode(message) for message, _ in messages]))
             if callbacks:  # called by the writer thread, after what the pipe did not take yet
                 self._pending.extend([None, _Written(cb)] for cb in callbacks)
                 self._cond.notify()
@@ -257,7 +275,7 @@ class FrameWriter:
         )
 
     def close(self, timeout: float = 5.0) -> None:
-        with self._cond:
+        with self._lock:
             self._closing = True
             self._cond.notify()
         self._thread.join(timeout)
@@ -292,7 +310,7 @@ class FrameWriter:
         waits for the next: the last tasks of a burst, kept alive here, would pin the memory the
         burst used (pymalloc hands back whole arenas only).
         """
-        with self._cond:
+        with self._lock:
             while not self._pending and not self._spill and not self._closing:
                 self._cond.wait()
             if not self._pending and not self._spill:
@@ -314,7 +332,7 @@ class FrameWriter:
         try:
             self._write(spill + b"".join(self._encode(m) for m in batch))
         finally:
-            with self._cond:
+            with self._lock:
                 self._busy = False
             for callback in written:
                 try:

@@ -26,8 +26,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -38,6 +37,7 @@ from sidecar.domain.graph import Graph
 from sidecar.domain.states import Status
 from sidecar.domain.workers import WorkerPool
 from sidecar.errors import InvalidParams, ShuttingDown, SidecarError, StorageError, UnknownTaskType
+from sidecar.future import Future
 from sidecar.handlers.context import TaskCancelled, TaskContext, TaskError, strongest_stop
 from sidecar.handlers.registry import DetailsError, HandlerSpec, Registry
 from sidecar.persistence import store
@@ -151,6 +151,27 @@ class _Item:
     finish: bool = False  # a handler's outcome: consecutive ones are written together
 
 
+class _HeldSubmits:
+    """The block of :meth:`Engine.submits_held`; its state is the thread's, so one serves all."""
+
+    __slots__ = ("_engine", "_run_inline")
+
+    def __init__(self, engine: Engine, run_inline: bool) -> None:
+        self._engine = engine
+        self._run_inline = run_inline
+
+    def __enter__(self) -> None:
+        self._engine._held.items = []
+
+    def __exit__(self, *exc: object) -> None:
+        engine = self._engine
+        held: list[_Item] = engine._held.items
+        engine._held.items = None
+        if held and not (self._run_inline and engine._run_inline(held)):
+            for item in held:
+                engine._inbox.put(item)
+
+
 _WAKE = _Item(lambda tx: None, None)  # posted only to make the engine thread recompute its wait
 
 
@@ -165,7 +186,7 @@ class Engine:
         notify: Callable[[str, Any], None] = lambda method, params: None,
         concurrency: int = 4,
         grace_s: float = 5.0,
-        hold_output: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+        hold_output: contextlib.AbstractContextManager[None] = contextlib.nullcontext(),  # re-entrant
     ) -> None:
         self._connect = db_connect
         self.registry = registry
@@ -185,6 +206,9 @@ class Engine:
         # or a caller running its own requests while the engine is idle (see submits_held).
         self._turn = threading.Lock()
         self._held = threading.local()
+        # (classes, not contextlib.contextmanager: one is entered for every request)
+        self._hold_inline = _HeldSubmits(self, True)
+        self._hold_queued = _HeldSubmits(self, False)
         self._sleep_until = -math.inf  # when the engine thread will look again on its own
         self._timers: list[_Timer] = []
         self._timer_seq = itertools.count()
@@ -308,8 +332,7 @@ class Engine:
             self._inbox.put(item)
         return future
 
-    @contextlib.contextmanager
-    def submits_held(self, run_inline: bool = False) -> Iterator[None]:
+    def submits_held(self, run_inline: bool = False) -> contextlib.AbstractContextManager[None]:
         """Ops this thread submits inside the block reach the engine when the block ends.
 
         The reader wraps every request in it: the protocol attaches the response to an op's
@@ -323,15 +346,7 @@ class Engine:
         waking the engine thread (on a shared VM each wake-up costs 0.1 ms or more). If the
         engine is busy, they go to its inbox as usual.
         """
-        held: list[_Item] = []
-        self._held.items = held
-        try:
-            yield
-        finally:
-            self._held.items = None
-            if held and not (run_inline and self._run_inline(held)):
-                for item in held:
-                    self._inbox.put(item)
+        return self._hold_inline if run_inline else self._hold_queued
 
     def _run_inline(self, items: list[_Item]) -> bool:
         if self._conn is None or not self._inbox.empty() or not self._turn.acquire(blocking=False):
@@ -516,7 +531,7 @@ class Engine:
         # Answers first: a caller of a 5,000-task createMany should not wait behind 5,000
         # announcements (both are after the commit; versions order them for a cache). All of it
         # leaves in one write.
-        with self._hold_output():
+        with self._hold_output:
             for item, ok, value in outcomes:
                 if item.future is not None:
                     if ok:
@@ -779,11 +794,15 @@ class Engine:
             return False
         if self._wake_at_ms is not None and self._wake_at_ms <= tx.now:
             return False
-        free = self.queue.concurrency - len(self._running)
-        if free <= 0:
+        queue = self.queue
+        if queue.paused or type in queue.paused_types or len(self._running) >= queue.concurrency:
             return False
-        types, batch = self._eligible_types(free)
-        return batch > 0 and type in types
+        # what _eligible_types would say of this one type, without going through every type
+        limit = queue.type_limits.get(type, self.registry.get(type).concurrency)  # type: ignore[union-attr]
+        if limit is None:
+            return True
+        running = sum(1 for r in self._running.values() if r.spec.type == type) if self._running else 0
+        return running < limit
 
     def started_on_insert(self, tx: Tx, row: store.Row, task: Task) -> None:
         """Account, announce and give a slot to a task inserted RUNNING (see may_start_on_insert);

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ import orjson
 
 from sidecar.domain.states import TERMINAL, UNFINISHED, Status
 from sidecar.errors import DependencyCycle, InvalidParams, InvalidTransition, TaskNotFound
+from sidecar.future import Future
 from sidecar.handlers.context import STOP_PRECEDENCE, strongest_stop
 from sidecar.persistence import store
 from sidecar.persistence.store import Row, Task
@@ -267,7 +267,7 @@ class Graph:
         # version is still announced first and is what the caller is answered (see the end).
         written = rows
         start = (
-            len(rows) == 1 and rows[0][2] == Status.QUEUED.value and rows[0][store.I_RUN_AT] <= tx.now
+            len(rows) == 1 and rows[0][2] == Status.QUEUED and rows[0][store.I_RUN_AT] <= tx.now
             and engine.may_start_on_insert(tx, rows[0][store.I_TYPE])
         )
         if start:

@@ -56,7 +56,15 @@ class IllegalTransition(Exception):
 
 
 def allowed(current: Status | str, target: Status | str) -> bool:
-    return Status(target) in TRANSITIONS[Status(current)]
+    # Plain lookups (a Status hashes and compares as its text): Status(value) is two Python
+    # calls, and this runs for every task started.
+    try:
+        targets = TRANSITIONS[current]  # type: ignore[index]
+    except KeyError:
+        raise ValueError(f"{current!r} is not a task status") from None
+    if target not in TRANSITIONS:
+        raise ValueError(f"{target!r} is not a task status")
+    return target in targets
 
 
 def check(task_id: str, current: Status | str, target: Status | str) -> None:

@@ -122,6 +122,10 @@ def row_status(row: Row) -> str:
 
 
 
+# A status as the plain str written to the table (``.value`` is two Python calls on 3.11).
+_STATUS_TEXT: dict[str, str] = {s: s.value for s in Status}
+
+
 def new_row(
     *,
     task_id: str,
@@ -139,7 +143,7 @@ def new_row(
     weight: float = 1.0,
 ) -> Row:
     """A new task's row, in :data:`COLUMNS` order (what :func:`insert_rows` writes)."""
-    return (task_id, type, status.value, parent_id, 0, None, details_json, None, None, priority,
+    return (task_id, type, _STATUS_TEXT[status], parent_id, 0, None, details_json, None, None, priority,
             0, max_attempts, run_at, idempotency_key, now, now, None, None, 1,
             depends_on_json, on_child_failure, weight, 0)
 
@@ -156,7 +160,7 @@ def started_row(row: Row, now: int) -> Row:
     the same columns, the same values), for a task started in the transaction that inserts it."""
     check(row[0], row[2], Status.RUNNING)
     started = list(row)
-    started[2] = Status.RUNNING.value
+    started[2] = _STATUS_TEXT[Status.RUNNING]
     started[_I_ATTEMPT] += 1
     started[_I_STARTED_AT] = started[_I_UPDATED_AT] = now
     started[_I_COMPLETED_AT] = None
