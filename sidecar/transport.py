@@ -347,7 +347,9 @@ class FrameWriter:
         try:
             if callable(message):
                 message = message()
-            return _frame(message)
+            if isinstance(message, bytes):
+                return message + b"\n"
+            return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)  # (not _frame: a call less)
         except Exception as exc:  # noqa: BLE001 - orjson raises TypeError/JSONEncodeError
             replacement = self._on_unencodable(message, exc)
             return _frame(replacement) if replacement is not None else b""
@@ -389,7 +391,7 @@ def _make_nonblocking(fd: int) -> bool:
 def _frame(message: Any) -> bytes:
     if isinstance(message, bytes):
         return message + b"\n"
-    return orjson.dumps(message) + b"\n"
+    return orjson.dumps(message, option=orjson.OPT_APPEND_NEWLINE)
 
 
 class Transport:

@@ -231,8 +231,10 @@ class Graph:
             )) if deps else []
         # A new task can close a loop only through a dependency or a parent named by ref: a batch of
         # children of existing tasks (a playlist's 5,000 videos) needs no search.
-        if any(deps_of[i] for i in new) or any(items[i].get("parentId") in refs for i in new):
-            self._refuse_cycles(tx, items, ids, new, parent_of, deps_of)
+        for i in new:  # (a loop, not any() over a generator: this runs for every create)
+            if deps_of[i] or items[i].get("parentId") in refs:
+                self._refuse_cycles(tx, items, ids, new, parent_of, deps_of)
+                break
 
         engine = self.engine
         waiting: list[str] = []
