@@ -794,15 +794,11 @@ class Engine:
             return False
         if self._wake_at_ms is not None and self._wake_at_ms <= tx.now:
             return False
-        queue = self.queue
-        if queue.paused or type in queue.paused_types or len(self._running) >= queue.concurrency:
+        free = self.queue.concurrency - len(self._running)
+        if free <= 0:
             return False
-        # what _eligible_types would say of this one type, without going through every type
-        limit = queue.type_limits.get(type, self.registry.get(type).concurrency)  # type: ignore[union-attr]
-        if limit is None:
-            return True
-        running = sum(1 for r in self._running.values() if r.spec.type == type) if self._running else 0
-        return running < limit
+        types, batch = self._eligible_types(free)
+        return batch > 0 and type in types
 
     def started_on_insert(self, tx: Tx, row: store.Row, task: Task) -> None:
         """Account, announce and give a slot to a task inserted RUNNING (see may_start_on_insert);
