@@ -119,6 +119,26 @@ def test_batches_are_answered_item_by_item(sidecar: SidecarProcess) -> None:
     assert batch[3]["result"]["status"] == "QUEUED"
 
 
+def test_a_batch_whose_writes_fail_in_the_engine_answers_each_in_order(sidecar: SidecarProcess) -> None:
+    """Writes are answered once their transaction commits; one refused inside it (an unknown id,
+    found only by the engine) is answered with its own error and undoes nothing of the others."""
+    before = len(sidecar.messages)
+    missing = "00000000-0000-4000-8000-000000000000"
+    sidecar.send([
+        {"jsonrpc": "2.0", "id": 1, "method": "tasks.create", "params": {"type": "demo.noop"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tasks.cancel", "params": {"id": missing}},
+        {"jsonrpc": "2.0", "id": 3, "method": "system.ping"},
+        {"jsonrpc": "2.0", "id": 4, "method": "tasks.create", "params": {"type": "demo.noop"}},
+    ])
+    batch = sidecar.wait_message(lambda m: isinstance(m, list), before)
+    assert [m["id"] for m in batch] == [1, 2, 3, 4]
+    assert batch[1]["error"]["code"] == -32001 and missing in batch[1]["error"]["message"]
+    assert batch[2]["result"] == "pong"
+    created = [batch[0]["result"]["id"], batch[3]["result"]["id"]]
+    for task_id in created:
+        assert sidecar.call("tasks.get", {"id": task_id})["id"] == task_id
+
+
 def test_a_batch_over_ten_thousand_is_one_error(sidecar: SidecarProcess) -> None:
     answer = answer_to(sidecar, orjson.dumps([{"jsonrpc": "2.0", "id": i, "method": "system.ping"} for i in range(10_001)]) + b"\n")
     assert answer["error"]["code"] == -32600
