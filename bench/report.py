@@ -12,7 +12,10 @@ VARIANTS = (PYMALLOC_VARIANT, ONE_CORE_VARIANT)
 # not a peer: a Python process with nothing but a pipe and SQLite (bench/ceilings/stdio_start.py),
 # the least any queue behind stdio pays for create → RUNNING seen
 STDIO_FLOOR = "raw sqlite3 over stdio"
-CEILINGS = ("raw sqlite3", STDIO_FLOOR)
+# the same, writing what the sidecar writes: its schema, its counters, its three whole-task frames
+# (bench/ceilings/contract_start.py)
+CONTRACT_FLOOR = "sidecar schema over stdio"
+CEILINGS = ("raw sqlite3", STDIO_FLOOR, CONTRACT_FLOOR)
 
 
 def _get(d: Any, *path: Any) -> Any:
@@ -71,6 +74,12 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
         parts.append(f"a queue with nothing but a pipe and SQLite (one transaction per create, no "
                      f"JSON-RPC library, checks or state machine): {floor:.2f} ms"
                      + (f" ({floor_awake:.2f} ms with the CPUs awake)" if floor_awake is not None else ""))
+    contract = _get(cmp_, CONTRACT_FLOOR, "start_p50_ms", "median")
+    if contract is not None:
+        contract_awake = _get(cmp_, CONTRACT_FLOOR, "start_awake_p50_ms", "median")
+        parts.append(f"the same writing the sidecar's rows, counters and three whole-task frames: "
+                     f"{contract:.2f} ms"
+                     + (f" ({contract_awake:.2f} ms awake)" if contract_awake is not None else ""))
     awake_mine = _get(cmp_, "task-sidecar", "start_awake_p50_ms", "median")
     awake_theirs = _get(cmp_, fastest, "start_awake_p50_ms", "median")
     if awake_mine is not None and awake_theirs is not None:
@@ -485,6 +494,14 @@ def markdown(res: dict[str, Any]) -> str:
           f"{floor.get('notes', '')}; the client blocked in `read`): p50 **{_spread(floor, 'start_p50_ms', 2)} ms** "
           f"with probes 5–100 ms apart, {_spread(floor, 'start_awake_p50_ms', 2)} ms 0.5–1.5 ms apart. "
           f"The rest of the sidecar's start latency is its own work per create.")
+    contract = cmp_.get(CONTRACT_FLOOR) or {}
+    if contract and "error" not in contract:
+        w(f"- The same, writing what the sidecar writes (`bench/ceilings/contract_start.py`: its database "
+          f"with its pragmas, indexes and counters, the row inserted RUNNING, the response and the QUEUED "
+          f"and RUNNING `task.updated` with whole tasks, in one write; no JSON-RPC library, checks, state "
+          f"machine, engine or threads): p50 **{_spread(contract, 'start_p50_ms', 2)} ms** idle, "
+          f"{_spread(contract, 'start_awake_p50_ms', 2)} ms awake. The sidecar's start latency minus this "
+          f"is what its machinery costs.")
     nd = res.get("ceilings", {}).get("ndjson") or {}
     if nd and "error" not in nd:
         w(f"- NDJSON over a pipe, Node ↔ Python (orjson echo): sequential round trip p50 "

@@ -88,6 +88,7 @@ def measure(label: str, cmd: list[str], timeout: float, log: Path) -> dict[str, 
 PYMALLOC_VARIANT = report.PYMALLOC_VARIANT
 ONE_CORE_VARIANT = report.ONE_CORE_VARIANT
 STDIO_FLOOR = report.STDIO_FLOOR
+CONTRACT_FLOOR = report.CONTRACT_FLOOR
 
 
 def one_core() -> int | None:
@@ -121,6 +122,9 @@ def peer_cmds(plan: Plan) -> dict[str, tuple[list[str], float]]:
         "raw sqlite3": ([PY, "-m", "bench.ceilings.raw_sqlite", "--n", str(n)], 300),
         # the start latency's floor behind a pipe, probed like every system here (a ceiling, not a peer)
         STDIO_FLOOR: ([PY, "-m", "bench.ceilings.stdio_start", "--samples", str(s), "--idle-s", str(plan.idle_s)], 120),
+        # the same floor with the sidecar's schema and frames (its child runs the sidecar's interpreter)
+        CONTRACT_FLOOR: ([PY, "-m", "bench.ceilings.contract_start", "--samples", str(s),
+                          "--idle-s", str(plan.idle_s)], 120),
     }
     cpu = one_core()
     if cpu is not None:
