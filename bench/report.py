@@ -68,18 +68,16 @@ def _start_latency_context(res: dict[str, Any], fastest: str) -> str:
     if ping is not None:
         parts.append(f"`system.ping` after an idle gap: {ping:.2f} ms")
     cmp_ = res.get("compare", {})
-    floor = _get(cmp_, STDIO_FLOOR, "start_p50_ms", "median")
-    if floor is not None:
-        floor_awake = _get(cmp_, STDIO_FLOOR, "start_awake_p50_ms", "median")
-        parts.append(f"a queue with nothing but a pipe and SQLite (one transaction per create, no "
-                     f"JSON-RPC library, checks or state machine): {floor:.2f} ms"
-                     + (f" ({floor_awake:.2f} ms with the CPUs awake)" if floor_awake is not None else ""))
-    contract = _get(cmp_, CONTRACT_FLOOR, "start_p50_ms", "median")
-    if contract is not None:
-        contract_awake = _get(cmp_, CONTRACT_FLOOR, "start_awake_p50_ms", "median")
-        parts.append(f"the same writing the sidecar's rows, counters and three whole-task frames: "
-                     f"{contract:.2f} ms"
-                     + (f" ({contract_awake:.2f} ms awake)" if contract_awake is not None else ""))
+    for name, what in (
+        (STDIO_FLOOR, "a queue with nothing but a pipe and SQLite (one transaction per create, no "
+                      "JSON-RPC library, checks or state machine)"),
+        (CONTRACT_FLOOR, "the same writing the sidecar's rows, counters and three whole-task frames"),
+    ):
+        floor = _get(cmp_, name, "start_p50_ms", "median")
+        if floor is not None:
+            floor_awake = _get(cmp_, name, "start_awake_p50_ms", "median")
+            parts.append(f"{what}: {floor:.2f} ms"
+                         + (f" ({floor_awake:.2f} ms with the CPUs awake)" if floor_awake is not None else ""))
     awake_mine = _get(cmp_, "task-sidecar", "start_awake_p50_ms", "median")
     awake_theirs = _get(cmp_, fastest, "start_awake_p50_ms", "median")
     if awake_mine is not None and awake_theirs is not None:

@@ -15,17 +15,16 @@ So the sidecar's start latency minus this one is what its machinery costs; this 
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
+import sqlite3
 import sys
 import time
 from typing import Any
 
 import orjson
 
-from bench.ceilings.stdio_start import probe
-from bench.common import ROOT, emit, fail, fresh_dir, idle_footprint, summary
+from bench.ceilings.stdio_start import measure, parse_args
+from bench.common import emit, fresh_dir, summary
 
 NAME = "sidecar schema over stdio"
 
@@ -75,32 +74,15 @@ def serve(db_path: str) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--serve", metavar="DB")
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--idle-s", type=float, default=2.0)
-    a = p.parse_args()
+    a = parse_args()
     if a.serve:
         serve(a.serve)
         return
     db = fresh_dir(f"contract-start-{os.getpid()}") / "sidecar.db"
     # the sidecar's interpreter (its own venv in a bench run), as the sidecar is run
     python = os.environ.get("BENCH_SIDECAR_PYTHON") or sys.executable
-    child = subprocess.Popen([python, "-m", "bench.ceilings.contract_start", "--serve", str(db)],
-                             cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    try:
-        probe(child, 20, "awake")  # warm up: imports, the first pages of the file
-        idle = probe(child, a.samples, "idle")
-        awake = probe(child, a.samples, "awake")
-        footprint = idle_footprint(child.pid, a.idle_s)
-    finally:
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait(10)
-    if child.returncode:
-        fail(f"the sidecar-schema stdio queue exited {child.returncode}")
-    import sqlite3
-
+    idle, awake, footprint = measure([python, "-m", "bench.ceilings.contract_start", "--serve", str(db)],
+                                     a.samples, a.idle_s, "the sidecar-schema stdio queue")
     emit({"system": NAME, "version": sqlite3.sqlite_version,
           "latency": {"start_ms": summary(idle), "start_awake_ms": summary(awake)}, "idle": footprint,
           "storage": "the sidecar's database (its pragmas, schema, indexes and counters), the row "

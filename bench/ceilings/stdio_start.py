@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import orjson
 
@@ -75,29 +76,40 @@ def probe(child: subprocess.Popen[bytes], samples: int, gap: str) -> list[float]
     return times
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser()
     p.add_argument("--serve", metavar="DB")
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--idle-s", type=float, default=2.0)
-    a = p.parse_args()
-    if a.serve:
-        serve(a.serve)
-        return
-    db = fresh_dir(f"stdio-start-{os.getpid()}") / "raw.db"
-    child = subprocess.Popen([sys.executable, "-m", "bench.ceilings.stdio_start", "--serve", str(db)],
-                             cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    return p.parse_args()
+
+
+def measure(serve_cmd: list[str], samples: int, idle_s: float, what: str) -> tuple[list[float], list[float], Any]:
+    """Start the queue ``serve_cmd`` runs and probe it: (idle start latencies, awake ones, its
+    idle footprint)."""
+    child = subprocess.Popen(serve_cmd, cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     try:
         probe(child, 20, "awake")  # warm up: imports, the first pages of the file
-        idle = probe(child, a.samples, "idle")
-        awake = probe(child, a.samples, "awake")
-        footprint = idle_footprint(child.pid, a.idle_s)
+        idle = probe(child, samples, "idle")
+        awake = probe(child, samples, "awake")
+        footprint = idle_footprint(child.pid, idle_s)
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(10)
     if child.returncode:
-        fail(f"the raw stdio queue exited {child.returncode}")
+        fail(f"{what} exited {child.returncode}")
+    return idle, awake, footprint
+
+
+def main() -> None:
+    a = parse_args()
+    if a.serve:
+        serve(a.serve)
+        return
+    db = fresh_dir(f"stdio-start-{os.getpid()}") / "raw.db"
+    idle, awake, footprint = measure([sys.executable, "-m", "bench.ceilings.stdio_start", "--serve", str(db)],
+                                     a.samples, a.idle_s, "the raw stdio queue")
     emit({"system": "raw sqlite3 over stdio", "version": sqlite3.sqlite_version,
           "latency": {"start_ms": summary(idle), "start_awake_ms": summary(awake)}, "idle": footprint,
           "storage": "WAL, synchronous=NORMAL, insert + claim in one transaction",
