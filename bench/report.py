@@ -486,20 +486,22 @@ def markdown(res: dict[str, Any]) -> str:
           f"insert, one transaction per row {_spread(raw, 'insert_1tx_per_s')}/s; "
           f"insert, batched in one transaction {_spread(raw, 'insert_batch_per_s')}/s; "
           f"claim + complete, one transaction per task **{_spread(raw, 'claim_complete_1tx_per_s')}/s**.")
-    floor = cmp_.get(STDIO_FLOOR) or {}
-    if floor and "error" not in floor:
-        w(f"- Create → RUNNING seen over a pipe with nothing else (`bench/ceilings/stdio_start.py`, "
-          f"{floor.get('notes', '')}; the client blocked in `read`): p50 **{_spread(floor, 'start_p50_ms', 2)} ms** "
-          f"with probes 5–100 ms apart, {_spread(floor, 'start_awake_p50_ms', 2)} ms 0.5–1.5 ms apart. "
-          f"The rest of the sidecar's start latency is its own work per create.")
-    contract = cmp_.get(CONTRACT_FLOOR) or {}
-    if contract and "error" not in contract:
-        w(f"- The same, writing what the sidecar writes (`bench/ceilings/contract_start.py`: its database "
-          f"with its pragmas, indexes and counters, the row inserted RUNNING, the response and the QUEUED "
-          f"and RUNNING `task.updated` with whole tasks, in one write; no JSON-RPC library, checks, state "
-          f"machine, engine or threads): p50 **{_spread(contract, 'start_p50_ms', 2)} ms** idle, "
-          f"{_spread(contract, 'start_awake_p50_ms', 2)} ms awake. The sidecar's start latency minus this "
-          f"is what its machinery costs.")
+    for name, what, after in (
+        (STDIO_FLOOR,
+         f"Create → RUNNING seen over a pipe with nothing else (`bench/ceilings/stdio_start.py`, "
+         f"{(cmp_.get(STDIO_FLOOR) or {}).get('notes', '')}; the client blocked in `read`)",
+         "The rest of the sidecar's start latency is its own work per create."),
+        (CONTRACT_FLOOR,
+         "The same, writing what the sidecar writes (`bench/ceilings/contract_start.py`: its database "
+         "with its pragmas, indexes and counters, the row inserted RUNNING, the response and the QUEUED "
+         "and RUNNING `task.updated` with whole tasks, in one write; no JSON-RPC library, checks, state "
+         "machine, engine or threads)",
+         "The sidecar's start latency minus this is what its machinery costs."),
+    ):
+        floor = cmp_.get(name) or {}
+        if floor and "error" not in floor:
+            w(f"- {what}: p50 **{_spread(floor, 'start_p50_ms', 2)} ms** with probes 5–100 ms apart, "
+              f"{_spread(floor, 'start_awake_p50_ms', 2)} ms 0.5–1.5 ms apart. {after}")
     nd = res.get("ceilings", {}).get("ndjson") or {}
     if nd and "error" not in nd:
         w(f"- NDJSON over a pipe, Node ↔ Python (orjson echo): sequential round trip p50 "

@@ -16,7 +16,6 @@ So the sidecar's start latency minus this one is what its machinery costs; this 
 from __future__ import annotations
 
 import os
-import sqlite3
 import sys
 import time
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import orjson
 
 from bench.ceilings.stdio_start import measure, parse_args
-from bench.common import emit, fresh_dir, summary
+from bench.common import fresh_dir
 
 NAME = "sidecar schema over stdio"
 
@@ -81,15 +80,13 @@ def main() -> None:
     db = fresh_dir(f"contract-start-{os.getpid()}") / "sidecar.db"
     # the sidecar's interpreter (its own venv in a bench run), as the sidecar is run
     python = os.environ.get("BENCH_SIDECAR_PYTHON") or sys.executable
-    idle, awake, footprint = measure([python, "-m", "bench.ceilings.contract_start", "--serve", str(db)],
-                                     a.samples, a.idle_s, "the sidecar-schema stdio queue")
-    emit({"system": NAME, "version": sqlite3.sqlite_version,
-          "latency": {"start_ms": summary(idle), "start_awake_ms": summary(awake)}, "idle": footprint,
-          "storage": "the sidecar's database (its pragmas, schema, indexes and counters), the row "
-                     "inserted RUNNING and the counters upserted in one transaction",
-          "notes": "the floor under the sidecar's own start latency: its persistence and its three "
-                   "whole-task frames after the commit, in one write; no JSON-RPC library, checks, "
-                   "state machine, engine or threads"})
+    measure([python, "-m", "bench.ceilings.contract_start", "--serve", str(db)], a,
+            system=NAME,
+            storage="the sidecar's database (its pragmas, schema, indexes and counters), the row "
+                    "inserted RUNNING and the counters upserted in one transaction",
+            notes="the floor under the sidecar's own start latency: its persistence and its three "
+                  "whole-task frames after the commit, in one write; no JSON-RPC library, checks, "
+                  "state machine, engine or threads")
 
 
 if __name__ == "__main__":

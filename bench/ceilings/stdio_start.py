@@ -19,7 +19,6 @@ import subprocess
 import sys
 import time
 import uuid
-from typing import Any
 
 import orjson
 
@@ -84,22 +83,23 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def measure(serve_cmd: list[str], samples: int, idle_s: float, what: str) -> tuple[list[float], list[float], Any]:
-    """Start the queue ``serve_cmd`` runs and probe it: (idle start latencies, awake ones, its
-    idle footprint)."""
+def measure(serve_cmd: list[str], a: argparse.Namespace, system: str, storage: str, notes: str) -> None:
+    """Start the queue ``serve_cmd`` runs, probe it (idle, then awake), and emit its result."""
     child = subprocess.Popen(serve_cmd, cwd=str(ROOT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     try:
         probe(child, 20, "awake")  # warm up: imports, the first pages of the file
-        idle = probe(child, samples, "idle")
-        awake = probe(child, samples, "awake")
-        footprint = idle_footprint(child.pid, idle_s)
+        idle = probe(child, a.samples, "idle")
+        awake = probe(child, a.samples, "awake")
+        footprint = idle_footprint(child.pid, a.idle_s)
     finally:
         assert child.stdin is not None
         child.stdin.close()
         child.wait(10)
     if child.returncode:
-        fail(f"{what} exited {child.returncode}")
-    return idle, awake, footprint
+        fail(f"{system}: its serving process exited {child.returncode}")
+    emit({"system": system, "version": sqlite3.sqlite_version,
+          "latency": {"start_ms": summary(idle), "start_awake_ms": summary(awake)}, "idle": footprint,
+          "storage": storage, "notes": notes})
 
 
 def main() -> None:
@@ -108,14 +108,12 @@ def main() -> None:
         serve(a.serve)
         return
     db = fresh_dir(f"stdio-start-{os.getpid()}") / "raw.db"
-    idle, awake, footprint = measure([sys.executable, "-m", "bench.ceilings.stdio_start", "--serve", str(db)],
-                                     a.samples, a.idle_s, "the raw stdio queue")
-    emit({"system": "raw sqlite3 over stdio", "version": sqlite3.sqlite_version,
-          "latency": {"start_ms": summary(idle), "start_awake_ms": summary(awake)}, "idle": footprint,
-          "storage": "WAL, synchronous=NORMAL, insert + claim in one transaction",
-          "notes": "the floor under a start latency over a pipe: a Python process reading NDJSON, "
-                   "one transaction per create, the RUNNING line written after the commit; no "
-                   "JSON-RPC library, checks, state machine or threads"})
+    measure([sys.executable, "-m", "bench.ceilings.stdio_start", "--serve", str(db)], a,
+            system="raw sqlite3 over stdio",
+            storage="WAL, synchronous=NORMAL, insert + claim in one transaction",
+            notes="the floor under a start latency over a pipe: a Python process reading NDJSON, "
+                  "one transaction per create, the RUNNING line written after the commit; no "
+                  "JSON-RPC library, checks, state machine or threads")
 
 
 if __name__ == "__main__":
